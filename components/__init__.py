@@ -1,0 +1,1 @@
+"""mixtune pipeline steps: one package per step, plus `common` for shared code."""

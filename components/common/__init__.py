@@ -1,0 +1,1 @@
+"""Code shared by every step: config, storage, record schemas, tracking, model loading."""

@@ -1,0 +1,189 @@
+"""The one mixtune config: YAML validated into a typed object, every knob with a default.
+
+Secrets never live here: S3 and MLflow credentials come from the environment (AWS_* variables,
+service-account roles, Kubernetes Secrets), so a config can be logged and compiled into a pipeline.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    # Unknown keys are an error: a typo in a knob must not silently fall back to the default.
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Strict):
+    path: str = Field(description="local path, glob, or s3://bucket/key; 'sample' = generated chat logs")
+    format: Literal["chatlog", "dialogsum"] = "chatlog"
+    name: str | None = Field(default=None, description="source name recorded on each row")
+
+
+class SampleConfig(_Strict):
+    conversations: int = Field(default=1500, ge=10)
+    seed: int = 7
+
+
+class DataConfig(_Strict):
+    sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig(path="sample")])
+    sample: SampleConfig = SampleConfig()
+    validation_fraction: float = Field(default=0.05, ge=0.0, lt=0.5)
+    test_fraction: float = Field(default=0.05, gt=0.0, lt=0.5)
+    max_dialogue_chars: int = Field(default=20_000, gt=0)
+    max_target_chars: int = Field(default=2_000, gt=0)
+    min_turns: int = Field(default=2, ge=1)
+
+
+class TemplatesConfig(_Strict):
+    variants_per_record: int = Field(default=1, ge=1, description="templated copies per train record")
+    seed: int = 13
+
+
+class TinyModelConfig(_Strict):
+    """A small T5 built from a config (random init), for machines without hub access."""
+
+    d_model: int = 128
+    d_ff: int = 512
+    d_kv: int = 32
+    num_layers: int = 2
+    num_decoder_layers: int = 2
+    num_heads: int = 4
+    vocab_size: int = Field(default=4000, ge=300)
+
+
+class ModelConfig(_Strict):
+    base: str = Field(default="tiny", description="'tiny', a Hugging Face id, or a local path")
+    tokenizer: str | None = Field(default=None, description="defaults to the base model's tokenizer")
+    tiny: TinyModelConfig = TinyModelConfig()
+    max_source_length: int = Field(default=384, ge=16)
+    max_target_length: int = Field(default=96, ge=8)
+
+
+class ShardsConfig(_Strict):
+    rows_per_shard: int = Field(default=5000, ge=1)
+    batch_size: int = Field(default=1000, ge=1, description="rows per tokenizer call")
+
+
+class TrainConfig(_Strict):
+    num_processes: int = Field(default=2, ge=1, description="local processes (one per GPU on GPU)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_steps: int = Field(default=300, ge=1)
+    micro_batch_size: int = Field(default=16, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    learning_rate: float = Field(default=3e-3, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_steps: int = Field(default=30, ge=0)
+    gradient_clipping: float = Field(default=1.0, gt=0)
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    deepspeed_config: str | None = Field(default=None, description="a DeepSpeed JSON file; overrides the above")
+    log_every: int = Field(default=10, ge=1)
+    seed: int = 42
+    cpu_shm_allreduce: bool = Field(
+        default=False, description="CPU only: DeepSpeed's shared-memory allreduce op (g++ build ~50 s, cached)"
+    )
+
+
+class EvaluateConfig(_Strict):
+    max_examples: int = Field(default=200, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    num_beams: int = Field(default=1, ge=1)
+    max_new_tokens: int = Field(default=96, ge=1)
+
+
+class RegistryConfig(_Strict):
+    model_name: str = "mixtune-summarizer"
+    metric: Literal["rouge1", "rouge2", "rougeL", "rougeLsum"] = Field(
+        default="rougeL", description="gate metric, a key of evaluate's metrics.json (mean F x 100)")
+    min_improvement: float = Field(default=0.0, ge=0.0, description="candidate must beat champion by this")
+
+
+class StorageConfig(_Strict):
+    bucket: str = "mixtune"
+    prefix: str = Field(default="", description="key prefix inside the bucket, no leading slash")
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint; None = AWS (or AWS_ENDPOINT_URL)")
+    region: str = "us-east-1"
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        v = v.strip("/")
+        if ".." in v.split("/"):
+            raise ValueError("prefix must not contain '..'")
+        return v
+
+
+class TrackingConfig(_Strict):
+    uri: str = Field(default="sqlite:///.mixtune/mlflow.db", description="MLflow tracking URI")
+    experiment: str = "mixtune"
+
+
+class ImagesConfig(_Strict):
+    cpu: str = Field(default="mixtune/cpu:latest", description="registry/repository:tag for data and eval steps")
+    gpu: str = Field(default="mixtune/train-cuda:latest", description="registry/repository:tag for training")
+
+
+class MixtuneConfig(_Strict):
+    data: DataConfig = DataConfig()
+    templates: TemplatesConfig = TemplatesConfig()
+    model: ModelConfig = ModelConfig()
+    shards: ShardsConfig = ShardsConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    registry: RegistryConfig = RegistryConfig()
+    storage: StorageConfig = StorageConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    images: ImagesConfig = ImagesConfig()
+
+    @model_validator(mode="after")
+    def _lengths(self) -> "MixtuneConfig":
+        if self.data.validation_fraction + self.data.test_fraction >= 0.9:
+            raise ValueError("data.validation_fraction + data.test_fraction must leave room for training")
+        return self
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and each bad key."""
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> MixtuneConfig:
+    """Read a YAML config (or the defaults when path is None), apply dotted overrides, validate."""
+    raw: dict = {}
+    where = "<defaults>"
+    if path is not None:
+        where = str(path)
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: config file not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{where}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: top level must be a mapping, got {type(raw).__name__}")
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return parse_config(raw, where)
+
+
+def parse_config(raw: dict, where: str = "<config>") -> MixtuneConfig:
+    try:
+        return MixtuneConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{where}: invalid config"]
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  {key}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def config_from_json(text: str) -> MixtuneConfig:
+    """How a step reads the config it was handed as a pipeline parameter."""
+    return MixtuneConfig.model_validate_json(text)

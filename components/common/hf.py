@@ -1,0 +1,40 @@
+"""Load Hugging Face models and tokenizers from S3 URIs, local paths or hub ids.
+
+A model or tokenizer written by a step is a `save_pretrained` directory in S3; it is copied into
+a local cache keyed by its URI and loaded from there. Only safetensors weights are accepted.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from components.common.storage import Store
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MIXTUNE_CACHE", Path.home() / ".cache" / "mixtune"))
+
+
+def local_copy(ref: str, store: Store) -> str:
+    """A local path for ref: s3:// prefixes are downloaded once into the cache."""
+    if not ref.startswith("s3://"):
+        return ref
+    target = cache_dir() / "objects" / hashlib.sha256(ref.encode()).hexdigest()[:24]
+    done = target / ".complete"
+    if not done.exists():
+        store.download_dir(ref, target)
+        done.touch()
+    return str(target)
+
+
+def load_tokenizer(ref: str, store: Store):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(local_copy(ref, store))
+
+
+def load_seq2seq(ref: str, store: Store):
+    from transformers import AutoModelForSeq2SeqLM
+
+    return AutoModelForSeq2SeqLM.from_pretrained(local_copy(ref, store), use_safetensors=True)

@@ -1,0 +1,139 @@
+"""S3 access for every step: one client with retries, URI helpers, and directory transfer.
+
+Credentials come from the standard AWS chain (environment, profile, service-account role); the
+endpoint comes from the config so the same code talks to AWS, MinIO or the embedded SeaweedFS.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from components.common.config import StorageConfig
+
+
+@dataclass(frozen=True)
+class S3Uri:
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, uri: str) -> "S3Uri":
+        if not uri.startswith("s3://"):
+            raise ValueError(f"not an s3:// URI: {uri!r}")
+        bucket, _, key = uri[5:].partition("/")
+        if not bucket:
+            raise ValueError(f"s3 URI has no bucket: {uri!r}")
+        return cls(bucket, key)
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def join(base: str, *parts: str) -> str:
+    """Join key parts under base; a part that would climb out of base is refused."""
+    out = base.rstrip("/")
+    for part in parts:
+        for piece in str(part).split("/"):
+            if piece in ("", "."):
+                continue
+            if piece == ".." or "\\" in piece or "\x00" in piece:
+                raise ValueError(f"unsafe key part {part!r} under {base!r}")
+            out += "/" + piece
+    return out
+
+
+class Store:
+    """A thin, retrying wrapper over boto3 for s3:// URIs."""
+
+    def __init__(self, cfg: StorageConfig):
+        self.cfg = cfg
+        retry = BotoConfig(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=10, read_timeout=120)
+        self.client = boto3.client(
+            "s3", endpoint_url=cfg.endpoint_url or None, region_name=cfg.region, config=retry
+        )
+
+    @property
+    def root(self) -> str:
+        return join(f"s3://{self.cfg.bucket}", self.cfg.prefix)
+
+    def ensure_bucket(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.cfg.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.cfg.bucket)
+
+    # -- objects -------------------------------------------------------------------------------
+    def put_bytes(self, uri: str, data: bytes) -> None:
+        u = S3Uri.parse(uri)
+        self.client.put_object(Bucket=u.bucket, Key=u.key, Body=data)
+
+    def get_bytes(self, uri: str) -> bytes:
+        u = S3Uri.parse(uri)
+        try:
+            return self.client.get_object(Bucket=u.bucket, Key=u.key)["Body"].read()
+        except ClientError as e:
+            raise FileNotFoundError(f"{uri}: {e.response['Error'].get('Code', e)}") from None
+
+    def put_json(self, uri: str, obj) -> None:
+        self.put_bytes(uri, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+    def get_json(self, uri: str):
+        return json.loads(self.get_bytes(uri))
+
+    def put_file(self, uri: str, path: str | Path) -> None:
+        u = S3Uri.parse(uri)
+        self.client.upload_file(str(path), u.bucket, u.key)
+
+    def get_file(self, uri: str, path: str | Path) -> Path:
+        u = S3Uri.parse(uri)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.client.download_file(u.bucket, u.key, str(path))
+        except ClientError as e:
+            raise FileNotFoundError(f"{uri}: {e.response['Error'].get('Code', e)}") from None
+        return path
+
+    def exists(self, uri: str) -> bool:
+        u = S3Uri.parse(uri)
+        try:
+            self.client.head_object(Bucket=u.bucket, Key=u.key)
+            return True
+        except ClientError:
+            return False
+
+    def list(self, uri: str) -> list[tuple[str, int]]:
+        """(uri, size) of every object under uri (a prefix), sorted by key."""
+        u = S3Uri.parse(uri)
+        prefix = u.key.rstrip("/") + "/" if u.key else ""
+        out = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=u.bucket, Prefix=prefix):
+            out += [(f"s3://{u.bucket}/{o['Key']}", o["Size"]) for o in page.get("Contents", [])]
+        return sorted(out)
+
+    # -- directories ---------------------------------------------------------------------------
+    def upload_dir(self, local_dir: str | Path, uri: str) -> list[str]:
+        local_dir = Path(local_dir)
+        written = []
+        for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+            target = join(uri, PurePosixPath(path.relative_to(local_dir)).as_posix())
+            self.put_file(target, path)
+            written.append(target)
+        return written
+
+    def download_dir(self, uri: str, local_dir: str | Path) -> Path:
+        local_dir = Path(local_dir)
+        base = uri.rstrip("/") + "/"
+        objects = self.list(uri)
+        if not objects:
+            raise FileNotFoundError(f"{uri}: no objects under this prefix")
+        for obj_uri, _ in objects:
+            rel = obj_uri[len(base):]
+            self.get_file(obj_uri, local_dir / join("", rel).lstrip("/"))
+        return local_dir
+

@@ -1,0 +1,71 @@
+"""MLflow tracking shared by the steps: one parent run per pipeline run, one nested run per step.
+
+Steps run in separate processes (or pods), so the parent run is found by its tag
+`mixtune.pipeline_run` rather than passed around; steps run one after another, so find-or-create
+is safe. Artifacts go to S3 under the experiment's artifact location.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from components.common.config import MixtuneConfig
+from components.common.storage import join
+
+PIPELINE_TAG = "mixtune.pipeline_run"
+ROLE_TAG = "mixtune.role"  # "pipeline" on the parent run, "step" on nested runs
+
+
+def _setup(cfg: MixtuneConfig) -> str:
+    """Point MLflow at the configured server and return the experiment id."""
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    if cfg.storage.endpoint_url:
+        # MLflow's S3 artifact repository reads the endpoint from this variable.
+        os.environ["MLFLOW_S3_ENDPOINT_URL"] = cfg.storage.endpoint_url
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    location = join(f"s3://{cfg.storage.bucket}", cfg.storage.prefix, "mlflow-artifacts")
+    try:
+        return client.create_experiment(cfg.tracking.experiment, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        # Created by a concurrent run between our lookup and create.
+        return client.get_experiment_by_name(cfg.tracking.experiment).experiment_id
+
+
+def parent_run_id(cfg: MixtuneConfig, pipeline_run: str) -> str:
+    """The parent run of this pipeline run, created on first use."""
+    exp_id = _setup(cfg)
+    client = MlflowClient()
+    found = client.search_runs(
+        [exp_id], filter_string=f"tags.`{PIPELINE_TAG}` = '{pipeline_run}' and tags.`{ROLE_TAG}` = 'pipeline'",
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(exp_id, run_name=pipeline_run, tags={PIPELINE_TAG: pipeline_run, ROLE_TAG: "pipeline"})
+    return run.info.run_id
+
+
+@contextlib.contextmanager
+def step_run(cfg: MixtuneConfig, pipeline_run: str, step: str):
+    """Active MLflow run for one step, nested under the pipeline's parent run."""
+    parent = parent_run_id(cfg, pipeline_run)
+    exp_id = _setup(cfg)
+    with mlflow.start_run(
+        experiment_id=exp_id,
+        run_name=step,
+        parent_run_id=parent,
+        tags={PIPELINE_TAG: pipeline_run, ROLE_TAG: "step", "mixtune.step": step},
+    ) as run:
+        yield run
+
+
+def finish_parent(cfg: MixtuneConfig, pipeline_run: str, status: str = "FINISHED") -> str:
+    run_id = parent_run_id(cfg, pipeline_run)
+    MlflowClient().set_terminated(run_id, status=status)
+    return run_id

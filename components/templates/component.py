@@ -1,0 +1,24 @@
+"""KFP v2 wrapper of the templates step."""
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Metrics, Output
+
+
+def templates(
+    config_json: str, pipeline_run: str, artifact_root: str, records_uri: str, metrics: Output[Metrics]
+) -> NamedTuple("TemplatesOutputs", [("examples_uri", str)]):
+    """Expand ingested records into instruction/target examples with several templates per task."""
+    from collections import namedtuple
+
+    from components.common.config import config_from_json
+    from components.templates.core import run_templates
+
+    r = run_templates(config_from_json(config_json), records_uri, artifact_root, pipeline_run)
+    for split, n in r.split_rows.items():
+        metrics.log_metric(f"examples_{split}", n)
+    return namedtuple("TemplatesOutputs", ["examples_uri"])(r.examples_uri)
+
+
+def build(image: str):
+    return dsl.component(templates, base_image=image, install_kfp_package=False)

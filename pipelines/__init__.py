@@ -1,0 +1,1 @@
+"""The mixtune DAG, its embedded local runner, and the `mixtune` CLI."""

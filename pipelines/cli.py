@@ -1,0 +1,99 @@
+"""The `mixtune` command: run the DAG locally, compile it for KFP, make sample data."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from components.common.config import ConfigError, SourceConfig, load_config
+
+
+def _config(args) -> "MixtuneConfig":  # noqa: F821
+    overrides = dict(kv.split("=", 1) for kv in args.set or [])
+    cfg = load_config(args.config, {k: _yaml_value(v) for k, v in overrides.items()})
+    if getattr(args, "data", None):
+        sources = [SourceConfig(path=p, format=args.format) for p in args.data]
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"sources": sources})})
+    return cfg
+
+
+def _yaml_value(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def cmd_run(args) -> int:
+    if not args.local:
+        print("mixtune run: only --local is available here; use `mixtune compile` for a KFP cluster",
+              file=sys.stderr)
+        return 2
+    from pipelines.local import run_local
+    from pipelines.summary import print_summary
+
+    summary = run_local(_config(args), args.workdir, embedded_s3=not args.external_s3)
+    print_summary(summary)
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from pipelines.dag import compile_pipeline
+
+    out = compile_pipeline(_config(args), args.output)
+    print(f"compiled pipeline → {out}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from pipelines.sample_data import generate, write_jsonl
+
+    path = write_jsonl(generate(args.n, args.seed), args.out)
+    print(f"wrote {args.n} chat logs → {path}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mixtune", description="FLAN-style multi-task fine-tuning pipeline")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp):
+        sp.add_argument("--config", help="YAML config (defaults when omitted)")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.max_steps=50 (repeatable)")
+        return sp
+
+    run = with_config(sub.add_parser("run", help="run the whole DAG"))
+    run.add_argument("--local", action="store_true", help="on this machine (kfp.local, embedded S3, SQLite MLflow)")
+    run.add_argument("--workdir", default=".mixtune", help="local state: S3 data, MLflow DB, KFP outputs")
+    run.add_argument("--data", nargs="+", help="input files or globs (replaces data.sources)")
+    run.add_argument("--format", default="chatlog", choices=["chatlog", "dialogsum"], help="format of --data")
+    run.add_argument("--external-s3", action="store_true", help="use storage.* from the config, start no S3 server")
+    run.add_argument("--summary-json", help="also write the summary as JSON here")
+    run.set_defaults(func=cmd_run)
+
+    comp = with_config(sub.add_parser("compile", help="compile the DAG to KFP v2 YAML"))
+    comp.add_argument("--output", "-o", default="mixtune-pipeline.yaml")
+    comp.set_defaults(func=cmd_compile)
+
+    sample = sub.add_parser("sample", help="write generated sample chat logs (JSONL)")
+    sample.add_argument("--out", required=True)
+    sample.add_argument("-n", type=int, default=1500)
+    sample.add_argument("--seed", type=int, default=7)
+    sample.set_defaults(func=cmd_sample)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The mixtune DAG: ingest → templates → shards → train → evaluate → register.
+
+The same `@dsl.pipeline` runs on one machine through kfp.local and compiles to KFP YAML for a
+cluster. Steps pass S3 URIs; the config travels as a JSON parameter (it holds no secrets).
+"""
+from __future__ import annotations
+
+from kfp import dsl
+
+from components.common.config import MixtuneConfig
+from components.evaluate import component as evaluate_c
+from components.ingest import component as ingest_c
+from components.register import component as register_c
+from components.shards import component as shards_c
+from components.templates import component as templates_c
+from components.train import component as train_c
+
+PIPELINE_NAME = "mixtune"
+
+
+def build_pipeline(cfg: MixtuneConfig):
+    """The pipeline function, with each step bound to its configured image."""
+    ingest_op = ingest_c.build(cfg.images.cpu)
+    templates_op = templates_c.build(cfg.images.cpu)
+    shards_op = shards_c.build(cfg.images.cpu)
+    train_op = train_c.build(cfg.images.gpu)
+    evaluate_op = evaluate_c.build(cfg.images.cpu)
+    register_op = register_c.build(cfg.images.cpu)
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="FLAN-style multi-task instruction fine-tuning")
+    def mixtune(config_json: str, pipeline_run: str, artifact_root: str):
+        common = dict(config_json=config_json, pipeline_run=pipeline_run, artifact_root=artifact_root)
+        ingest = ingest_op(**common).set_display_name("ingest")
+        templates = templates_op(**common, records_uri=ingest.outputs["records_uri"])
+        templates.set_display_name("templates")
+        shards = shards_op(**common, examples_uri=templates.outputs["examples_uri"]).set_display_name("shards")
+        train = train_op(**common, shards_uri=shards.outputs["shards_uri"]).set_display_name("train")
+        if cfg.train.device == "cuda":
+            train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(cfg.train.num_processes)
+        evaluate = evaluate_op(
+            **common,
+            examples_uri=templates.outputs["examples_uri"],
+            model_uri=train.outputs["model_uri"],
+            base_model_uri=train.outputs["base_model_uri"],
+        ).set_display_name("evaluate")
+        register = register_op(
+            **common,
+            model_uri=train.outputs["model_uri"],
+            eval_uri=evaluate.outputs["eval_uri"],
+            train_run_id=train.outputs["mlflow_run_id"],
+        ).set_display_name("register")
+        # Registration changes the registry: never serve it from KFP's cache.
+        register.set_caching_options(False)
+
+    return mixtune
+
+
+def compile_pipeline(cfg: MixtuneConfig, output: str) -> str:
+    from kfp import compiler
+
+    compiler.Compiler().compile(build_pipeline(cfg), package_path=output)
+    return output

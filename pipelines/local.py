@@ -1,0 +1,93 @@
+"""Run the DAG on one machine: kfp.local's SubprocessRunner, the embedded S3 server, SQLite MLflow.
+
+Everything lives under one work folder (default .mixtune/): S3 data, the MLflow database, and
+kfp.local's outputs. S3 data and the registry persist across runs, so a second run competes with
+the first run's champion.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from components.common import tracking
+from components.common.config import MixtuneConfig
+from components.common.storage import Store, join
+from pipelines.embedded import LocalS3
+from pipelines.sample_data import generate, write_jsonl
+
+
+def new_run_name() -> str:
+    return time.strftime("mixtune-%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+def localize(cfg: MixtuneConfig, workdir: Path, endpoint: str | None) -> MixtuneConfig:
+    """Point storage at the embedded server and make the SQLite path absolute (steps run elsewhere)."""
+    update: dict = {}
+    if endpoint:
+        update["storage"] = cfg.storage.model_copy(update={"endpoint_url": endpoint})
+    uri = cfg.tracking.uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        db = (Path.cwd() / uri[len("sqlite:///"):]).resolve()
+        db.parent.mkdir(parents=True, exist_ok=True)
+        update["tracking"] = cfg.tracking.model_copy(update={"uri": f"sqlite:///{db}"})
+    return cfg.model_copy(update=update)
+
+
+def stage_sample(cfg: MixtuneConfig, store: Store, workdir: Path) -> MixtuneConfig:
+    """Replace a `sample` source by generated chat logs uploaded to S3, as a team's export would be."""
+    sources = []
+    for src in cfg.data.sources:
+        if src.path == "sample":
+            s = cfg.data.sample
+            path = write_jsonl(generate(s.conversations, s.seed), workdir / "sample" / f"chatlogs-{s.seed}.jsonl")
+            uri = join(store.root, "incoming", "sample", path.name)
+            store.put_file(uri, path)
+            src = src.model_copy(update={"path": uri, "format": "chatlog", "name": src.name or "sample"})
+        sources.append(src)
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"sources": sources})})
+
+
+def run_local(cfg: MixtuneConfig, workdir: str | Path = ".mixtune", embedded_s3: bool = True,
+              pipeline_run: str | None = None) -> dict:
+    """Run the whole DAG locally and return the summary (see pipelines.summary)."""
+    import kfp.local
+
+    from pipelines.dag import build_pipeline
+    from pipelines.summary import collect_summary
+
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    pipeline_run = pipeline_run or new_run_name()
+    with ExitStack() as stack:
+        endpoint = None
+        if embedded_s3:
+            s3 = stack.enter_context(LocalS3(workdir / "s3"))
+            os.environ.update(s3.env())  # inherited by every step's subprocess
+            endpoint = s3.endpoint
+        cfg = localize(cfg, workdir, endpoint)
+        store = Store(cfg.storage)
+        store.ensure_bucket()
+        cfg = stage_sample(cfg, store, workdir)
+        artifact_root = join(store.root, "runs", pipeline_run)
+        tracking.parent_run_id(cfg, pipeline_run)
+        import mlflow
+
+        with mlflow.start_run(run_id=tracking.parent_run_id(cfg, pipeline_run)):
+            mlflow.log_dict(cfg.model_dump(mode="json"), "config.json")
+            mlflow.set_tag("mixtune.artifact_root", artifact_root)
+        kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(workdir / "kfp"))
+        status = "FAILED"
+        started = time.time()
+        try:
+            build_pipeline(cfg)(config_json=cfg.model_dump_json(), pipeline_run=pipeline_run,
+                                artifact_root=artifact_root)
+            status = "FINISHED"
+        finally:
+            tracking.finish_parent(cfg, pipeline_run, status)
+        summary = collect_summary(cfg, store, artifact_root, pipeline_run)
+        summary["seconds"] = round(time.time() - started, 1)
+        summary["workdir"] = str(workdir)
+        return summary

@@ -1,0 +1,75 @@
+"""What a person wants to know after a run, read back from S3 and the MLflow registry."""
+from __future__ import annotations
+
+from mlflow.tracking import MlflowClient
+
+from components.common import tracking
+from components.common.config import MixtuneConfig
+from components.common.storage import Store, join
+
+
+def collect_summary(cfg: MixtuneConfig, store: Store, artifact_root: str, pipeline_run: str) -> dict:
+    ingest = store.get_json(join(artifact_root, "ingest", "manifest.json"))
+    templates = store.get_json(join(artifact_root, "templates", "manifest.json"))
+    shards = store.get_json(join(artifact_root, "shards", "manifest.json"))
+    metrics = store.get_json(join(artifact_root, "evaluate", "metrics.json"))
+    rows = [
+        ("ingest", ingest["counts"]["read"], ingest["counts"]["kept"],
+         ingest["counts"]["quarantined"], ingest["counts"]["duplicates"]),
+        ("templates", sum(ingest["split_rows"].values()), sum(templates["split_rows"].values()), 0, 0),
+        ("shards", sum(templates["split_rows"].values()),
+         sum(s["rows"] for s in shards["splits"].values()), 0, 0),
+    ]
+    tracking._setup(cfg)
+    client = MlflowClient()
+    versions = [v for v in client.search_model_versions(f"name='{cfg.registry.model_name}'")
+                if v.tags.get(tracking.PIPELINE_TAG) == pipeline_run]
+    registered = None
+    if versions:
+        v = client.get_model_version(cfg.registry.model_name, versions[0].version)
+        registered = {"name": cfg.registry.model_name, "version": v.version, "aliases": list(v.aliases),
+                      "decision": v.tags.get("mixtune.gate_reason", "")}
+    return {
+        "pipeline_run": pipeline_run,
+        "artifact_root": artifact_root,
+        "dataset_version": ingest["dataset_version"],
+        "rows": rows,
+        "quarantine_reasons": ingest.get("quarantine_reasons", {}),
+        "metrics": {k: metrics.get(k) for k in ("base", "candidate", "champion")},
+        "champion_version_evaluated": metrics.get("champion_version"),
+        "n_eval": metrics.get("n_examples"),
+        "registered": registered,
+        "artifacts": sorted({u.split(artifact_root + "/")[1].split("/")[0] for u, _ in store.list(artifact_root)}),
+        "tracking_uri": cfg.tracking.uri,
+    }
+
+
+def print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    t = Table(title=f"mixtune run {summary['pipeline_run']}")
+    for col in ("step", "rows in", "rows out", "quarantined", "duplicates"):
+        t.add_column(col, justify="right" if col != "step" else "left")
+    for row in summary["rows"]:
+        t.add_row(*[str(x) for x in row])
+    con.print(t)
+    for reason, n in summary["quarantine_reasons"].items():
+        con.print(f"  quarantined: {n} × {reason}")
+    m = Table(title=f"ROUGE on {summary['n_eval']} test examples (F1 × 100)")
+    m.add_column("model")
+    keys = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
+    for k in keys:
+        m.add_column(k, justify="right")
+    for name in ("base", "candidate", "champion"):
+        vals = summary["metrics"].get(name)
+        if vals:
+            label = name if name != "champion" else f"champion (v{summary['champion_version_evaluated']})"
+            m.add_row(label, *[f"{vals.get(k, float('nan')):.2f}" for k in keys])
+    con.print(m)
+    reg = summary["registered"]
+    if reg:
+        con.print(f"registered: {reg['name']} version {reg['version']} aliases {reg['aliases']} — {reg['decision']}")
+    con.print(f"artifacts: {summary['artifact_root']}/{{{','.join(summary['artifacts'])}}}")
+    con.print(f"MLflow: {summary['tracking_uri']}   work folder: {summary['workdir']}   took {summary['seconds']} s")

@@ -1,0 +1,51 @@
+import pytest
+
+from components.common.config import ConfigError, MixtuneConfig, config_from_json, load_config
+
+
+def test_defaults_are_valid():
+    cfg = load_config(None)
+    assert cfg.model.base == "tiny"
+    assert cfg.data.sources[0].path == "sample"
+
+
+def test_unknown_key_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  max_stepz: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(path) in str(e.value) and "train.max_stepz" in str(e.value)
+
+
+def test_bad_values_are_all_reported(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  max_steps: 0\nevaluate:\n  batch_size: many\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "train.max_steps" in str(e.value) and "evaluate.batch_size" in str(e.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_overrides_and_json_round_trip():
+    cfg = load_config(None, {"train.max_steps": 7, "storage.prefix": "/team/a/"})
+    assert cfg.train.max_steps == 7 and cfg.storage.prefix == "team/a"
+    assert config_from_json(cfg.model_dump_json()) == cfg
+
+
+def test_prefix_cannot_climb():
+    with pytest.raises(ConfigError):
+        load_config(None, {"storage.prefix": "a/../b"})
+
+
+def test_fractions_must_leave_training_data():
+    with pytest.raises(ConfigError):
+        load_config(None, {"data.validation_fraction": 0.45, "data.test_fraction": 0.46})
+    assert isinstance(load_config(None), MixtuneConfig)

@@ -1,0 +1,60 @@
+"""Shared fixtures: a real SeaweedFS S3 server and a real SQLite MLflow store, no network."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from components.common.config import MixtuneConfig, parse_config
+from components.common.storage import Store
+from pipelines.embedded import LocalS3
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One S3 server for the whole test session; its credentials are exported for child processes."""
+    server = LocalS3(tmp_path_factory.mktemp("s3")).start()
+    old = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    yield server
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def tiny_config(s3_server, tmp_path, request) -> MixtuneConfig:
+    """A small config on a fresh bucket and a fresh SQLite MLflow store for one test."""
+    bucket = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    bucket = "".join(ch for ch in bucket if ch.isalnum() or ch == "-")
+    s3_server.create_bucket(bucket)
+    return parse_config({
+        "data": {"sample": {"conversations": 120}},
+        "model": {"tiny": {"d_model": 64, "d_ff": 128, "d_kv": 16, "num_heads": 4, "num_layers": 1,
+                           "num_decoder_layers": 1, "vocab_size": 600},
+                  "max_source_length": 192, "max_target_length": 64},
+        "train": {"num_processes": 1, "max_steps": 20, "micro_batch_size": 8, "warmup_steps": 2},
+        "evaluate": {"max_examples": 16, "batch_size": 8, "max_new_tokens": 32},
+        "storage": {"bucket": bucket, "endpoint_url": s3_server.endpoint},
+        "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "test"},
+    })
+
+
+@pytest.fixture
+def store(tiny_config) -> Store:
+    return Store(tiny_config.storage)
+
+
+@pytest.fixture
+def t5_tokenizer_path() -> Path:
+    path = SHARED / "models" / "t5-tokenizer"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the real T5 tokenizer lives in ../shared)")
+    return path

@@ -1,0 +1,42 @@
+import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from components.common.config import load_config
+from pipelines.dag import compile_pipeline
+
+STEPS = ["ingest", "templates", "shards", "train", "evaluate", "register"]
+
+
+def _compile(tmp_path, **overrides):
+    cfg = load_config(None, overrides)
+    path = compile_pipeline(cfg, str(tmp_path / "p.yaml"))
+    docs = list(yaml.safe_load_all(open(path)))
+    return cfg, docs
+
+
+def test_compiled_yaml_parses_strictly_into_pipeline_spec(tmp_path):
+    _, docs = _compile(tmp_path)
+    spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    tasks = spec.root.dag.tasks
+    assert sorted(tasks) == sorted(STEPS)
+    # The DAG edges are the data flow of the six steps.
+    deps = {name: sorted(t.dependent_tasks) for name, t in tasks.items()}
+    assert deps["templates"] == ["ingest"] and deps["shards"] == ["templates"]
+    assert deps["train"] == ["shards"] and deps["evaluate"] == ["templates", "train"]
+    assert deps["register"] == ["evaluate", "train"]
+    assert set(spec.root.input_definitions.parameters) == {"config_json", "pipeline_run", "artifact_root"}
+
+
+def test_images_come_from_the_config(tmp_path):
+    _, docs = _compile(tmp_path, **{"images.cpu": "reg.example/mixtune/cpu:1.2", "images.gpu": "reg.example/mixtune/gpu:1.2"})
+    executors = docs[0]["deploymentSpec"]["executors"]
+    images = {name: e["container"]["image"] for name, e in executors.items()}
+    assert images["exec-train"] == "reg.example/mixtune/gpu:1.2"
+    assert {v for k, v in images.items() if k != "exec-train"} == {"reg.example/mixtune/cpu:1.2"}
+
+
+def test_no_credentials_in_compiled_yaml(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value-that-must-not-leak")
+    _, docs = _compile(tmp_path)
+    assert "s3cr3t-value-that-must-not-leak" not in (tmp_path / "p.yaml").read_text()
