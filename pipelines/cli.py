@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -32,7 +33,14 @@ def cmd_run(args) -> int:
     from pipelines.local import run_local
     from pipelines.summary import print_summary
 
-    summary = run_local(_config(args), args.workdir, embedded_s3=not args.external_s3)
+    try:
+        summary = run_local(_config(args), args.workdir, embedded_s3=not args.external_s3)
+    except RuntimeError as e:
+        # kfp.local has already printed the failing step's log above; say which step and stop.
+        msg = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+        print(f"mixtune run failed: {msg}\nThe failing step's output is above; state is in {args.workdir}/",
+              file=sys.stderr)
+        return 1
     print_summary(summary)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=2, default=str))

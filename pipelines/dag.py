@@ -2,8 +2,8 @@
 
 The same `@dsl.pipeline` runs on one machine through kfp.local and compiles to KFP YAML for a
 cluster. Steps pass S3 URIs; the config travels as a JSON parameter (it holds no secrets).
+No `from __future__ import annotations` here: KFP reads the pipeline's real type annotations.
 """
-from __future__ import annotations
 
 from kfp import dsl
 
@@ -44,7 +44,8 @@ def build_pipeline(cfg: MixtuneConfig):
             base_model_uri=train.outputs["base_model_uri"],
         ).set_display_name("evaluate")
         register = register_op(
-            **common,
+            config_json=config_json,
+            pipeline_run=pipeline_run,
             model_uri=train.outputs["model_uri"],
             eval_uri=evaluate.outputs["eval_uri"],
             train_run_id=train.outputs["mlflow_run_id"],

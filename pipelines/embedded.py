@@ -85,6 +85,8 @@ class LocalS3:
             f"-master.port={master}", f"-master.port.grpc={mg}", f"-volume.port={volume}",
             f"-volume.port.grpc={vg}", f"-filer.port={filer}", f"-filer.port.grpc={fg}",
             "-master.volumeSizeLimitMB=512", "-volume.max=100",
+            # The Iceberg and Lance listeners default to fixed ports that clash between servers.
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]
         log = open(self.workdir / "weed.log", "ab")
         # Own process group: stop() must take down every child weed spawns.

@@ -1,0 +1,58 @@
+"""Batched, deterministic generation for a seq2seq model on the evaluation inputs.
+
+Inputs are tokenized once and sorted by length so each batch pads little; outputs are returned in
+the original order. T5 is an encoder-decoder, so right padding of the inputs is correct.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    batch_size: int
+    num_beams: int
+    max_new_tokens: int
+    max_source_length: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "batch_size": self.batch_size, "num_beams": self.num_beams,
+            "max_new_tokens": self.max_new_tokens, "max_source_length": self.max_source_length,
+        }
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches, longest first so a memory problem shows up on batch one."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def generate(model, tokenizer, texts: list[str], settings: GenerationSettings, desc: str = "generate") -> list[str]:
+    """Greedy (num_beams=1) or beam-search outputs for texts, in the order of texts."""
+    device = pick_device()
+    model.to(device).eval()
+    encoded = tokenizer(texts, truncation=True, max_length=settings.max_source_length)["input_ids"]
+    outputs: list[str] = [""] * len(texts)
+    beam = {"num_beams": settings.num_beams, "early_stopping": True} if settings.num_beams > 1 else {"num_beams": 1}
+    batches = length_sorted_batches([len(ids) for ids in encoded], settings.batch_size)
+    with torch.inference_mode():
+        for idx in tqdm(batches, desc=desc, unit="batch", mininterval=5.0):
+            batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, padding=True, return_tensors="pt")
+            generated = model.generate(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+                max_new_tokens=settings.max_new_tokens,
+                do_sample=False,
+                **beam,
+            )
+            for i, text in zip(idx, tokenizer.batch_decode(generated, skip_special_tokens=True)):
+                outputs[i] = text.strip()
+    return outputs

@@ -1,0 +1,1 @@
+"""Step 6, register: an MLflow Model Registry version, alias challenger, and champion if it wins the gate."""

@@ -1,0 +1,130 @@
+"""Register on a real SQLite MLflow store and real S3: aliases, tags, the gate, refusals, retries.
+
+Register never loads the model, so these use small model prefixes (config + weights placeholder +
+_COMPLETE) and metrics.json files written by hand in the layout evaluate writes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from components.common.storage import join
+from components.common.tracking import PIPELINE_TAG
+from components.register.core import IncompleteModelError, run_register
+
+NAME = "mixtune-summarizer"
+
+
+@pytest.fixture
+def client(tiny_config) -> MlflowClient:
+    mlflow.set_tracking_uri(tiny_config.tracking.uri)
+    return MlflowClient()
+
+
+@pytest.fixture
+def make_run(store):
+    """make_run(run, candidate, champion=None, champion_version=None) -> (model_uri, eval_uri)."""
+
+    def make(run: str, candidate: float, champion: float | None = None, champion_version: str | None = None,
+             complete: bool = True) -> tuple[str, str]:
+        model_uri = join(store.root, "runs", run, "model")
+        store.put_json(join(model_uri, "config.json"), {"model_type": "t5", "run": run})
+        store.put_bytes(join(model_uri, "model.safetensors"), b"weights of " + run.encode())
+        if complete:
+            store.put_bytes(join(model_uri, "_COMPLETE"), b"")
+        eval_uri = join(store.root, "runs", run, "evaluate")
+
+        def scores(x: float) -> dict:
+            return {"rouge1": x + 10, "rouge2": x - 5, "rougeL": x, "rougeLsum": x + 1}
+
+        store.put_json(join(eval_uri, "metrics.json"), {
+            "candidate": scores(candidate), "base": scores(1.0),
+            "champion": None if champion is None else scores(champion), "champion_version": champion_version,
+            "n_examples": 16, "eval_set_sha256": "ab" * 32, "dataset_version": "dv-1", "model_uri": model_uri,
+        })
+        return model_uri, eval_uri
+
+    return make
+
+
+def aliases(client: MlflowClient) -> dict[str, str]:
+    return {k: str(v) for k, v in client.get_registered_model(NAME).aliases.items()}
+
+
+def test_first_model_becomes_champion_and_challenger_with_tags(tiny_config, client, make_run, tmp_path):
+    model_uri, eval_uri = make_run("r1", candidate=20.0)
+    r = run_register(tiny_config, model_uri, eval_uri, "train-run-1", "r1")
+
+    assert (r.version, r.promoted, r.previous_champion) == ("1", True, None)
+    assert r.aliases == ["challenger", "champion"] and "first model" in r.reason
+    assert aliases(client) == {"champion": "1", "challenger": "1"}
+    mv = client.get_model_version(NAME, "1")
+    assert mv.source == model_uri and mv.run_id == "train-run-1"
+    tags = mv.tags
+    assert tags[PIPELINE_TAG] == "r1" and tags["mixtune.train_run_id"] == "train-run-1"
+    assert tags["mixtune.dataset_version"] == "dv-1" and tags["mixtune.eval_set_sha256"] == "ab" * 32
+    assert float(tags["metric.candidate_rougeL"]) == 20.0 and float(tags["metric.base_rouge1"]) == 11.0
+    assert tags["mixtune.gate"] == "promote" and tags["mixtune.gate_reason"] == r.reason
+    assert tags["mixtune.model_uri"] == model_uri
+
+    run = client.get_run(r.mlflow_run_id)
+    assert run.info.run_name == "register" and "mlflow.parentRunId" in run.data.tags
+    assert run.data.metrics["promoted"] == 1.0 and run.data.params["version"] == "1"
+    # The registry resolves the alias to the s3 prefix and fetches the files.
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}@champion", dst_path=str(tmp_path / "dl")))
+    assert (local / "model.safetensors").read_bytes() == b"weights of r1" and (local / "_COMPLETE").exists()
+
+
+def test_worse_candidate_is_challenger_only_and_better_one_takes_over(tiny_config, client, make_run):
+    run_register(tiny_config, *make_run("r1", candidate=20.0), "t1", "r1")
+
+    worse = run_register(tiny_config, *make_run("r2", candidate=18.0, champion=20.0, champion_version="1"), "t2", "r2")
+    assert (worse.version, worse.promoted, worse.aliases, worse.previous_champion) == ("2", False, ["challenger"], "1")
+    assert aliases(client) == {"champion": "1", "challenger": "2"}
+    assert client.get_model_version(NAME, "2").tags["mixtune.gate"] == "keep"
+    assert "does not beat champion v1" in worse.reason
+
+    better = run_register(tiny_config, *make_run("r3", candidate=22.5, champion=20.0, champion_version="1"), "t3", "r3")
+    assert (better.version, better.promoted, better.previous_champion) == ("3", True, "1")
+    assert aliases(client) == {"champion": "3", "challenger": "3"}
+    assert float(client.get_model_version(NAME, "3").tags["metric.champion_rougeL"]) == 20.0
+
+
+def test_champion_changed_after_evaluation_is_not_promoted(tiny_config, client, make_run):
+    run_register(tiny_config, *make_run("r1", candidate=20.0), "t1", "r1")
+    # r2 and r3 were both evaluated against v1; r3 registers first and wins.
+    r2 = make_run("r2", candidate=30.0, champion=20.0, champion_version="1")
+    run_register(tiny_config, *make_run("r3", candidate=25.0, champion=20.0, champion_version="1"), "t3", "r3")
+    assert aliases(client)["champion"] == "2"
+
+    late = run_register(tiny_config, *r2, "t2", "r2")
+    assert not late.promoted and late.aliases == ["challenger"]
+    assert "champion changed since evaluation (v1 then, v2 now)" in late.reason
+    assert aliases(client) == {"champion": "2", "challenger": "3"}
+
+
+def test_missing_complete_marker_is_refused(tiny_config, client, make_run):
+    model_uri, eval_uri = make_run("r1", candidate=20.0, complete=False)
+    with pytest.raises(IncompleteModelError, match=r"runs/r1/model: no _COMPLETE marker"):
+        run_register(tiny_config, model_uri, eval_uri, "t1", "r1")
+    assert client.search_model_versions(f"name = '{NAME}'") == []
+
+
+def test_metrics_of_another_model_are_refused(tiny_config, make_run):
+    model_uri, _ = make_run("r1", candidate=20.0)
+    _, other_eval = make_run("r2", candidate=99.0)
+    with pytest.raises(ValueError, match="evaluated .*runs/r2/model"):
+        run_register(tiny_config, model_uri, other_eval, "t1", "r1")
+
+
+def test_retry_of_the_same_step_reuses_the_version(tiny_config, client, make_run):
+    args = make_run("r1", candidate=20.0)
+    first = run_register(tiny_config, *args, "", "r1")  # no train run id: allowed, recorded as empty
+    again = run_register(tiny_config, *args, "", "r1")
+    assert again.version == first.version == "1" and again.promoted
+    versions = client.search_model_versions(f"name = '{NAME}'")
+    assert len(versions) == 1 and not versions[0].run_id
+    assert aliases(client) == {"champion": "1", "challenger": "1"}
