@@ -84,7 +84,8 @@ class LocalS3:
             "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3g}", f"-s3.config={conf}",
             f"-master.port={master}", f"-master.port.grpc={mg}", f"-volume.port={volume}",
             f"-volume.port.grpc={vg}", f"-filer.port={filer}", f"-filer.port.grpc={fg}",
-            "-master.volumeSizeLimitMB=512", "-volume.max=100",
+            # One collection (with its own volumes) per bucket: size the volume count from free disk.
+            "-master.volumeSizeLimitMB=256", "-volume.max=0",
             # The Iceberg and Lance listeners default to fixed ports that clash between servers.
             "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]

@@ -6,6 +6,7 @@ the first run's champion.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import time
@@ -17,6 +18,21 @@ from components.common.config import MixtuneConfig
 from components.common.storage import Store, join
 from pipelines.embedded import LocalS3
 from pipelines.sample_data import generate, write_jsonl
+
+
+@contextlib.contextmanager
+def patched_environ(values: dict[str, str]):
+    """Set variables for the duration of a run, then restore what was there."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def new_run_name() -> str:
@@ -65,7 +81,7 @@ def run_local(cfg: MixtuneConfig, workdir: str | Path = ".mixtune", embedded_s3:
         endpoint = None
         if embedded_s3:
             s3 = stack.enter_context(LocalS3(workdir / "s3"))
-            os.environ.update(s3.env())  # inherited by every step's subprocess
+            stack.enter_context(patched_environ(s3.env()))  # inherited by every step's subprocess
             endpoint = s3.endpoint
         cfg = localize(cfg, workdir, endpoint)
         store = Store(cfg.storage)

@@ -27,7 +27,7 @@ def collect_summary(cfg: MixtuneConfig, store: Store, artifact_root: str, pipeli
     registered = None
     if versions:
         v = client.get_model_version(cfg.registry.model_name, versions[0].version)
-        registered = {"name": cfg.registry.model_name, "version": v.version, "aliases": list(v.aliases),
+        registered = {"name": cfg.registry.model_name, "version": str(v.version), "aliases": list(v.aliases),
                       "decision": v.tags.get("mixtune.gate_reason", "")}
     return {
         "pipeline_run": pipeline_run,
@@ -36,7 +36,7 @@ def collect_summary(cfg: MixtuneConfig, store: Store, artifact_root: str, pipeli
         "rows": rows,
         "quarantine_reasons": ingest.get("quarantine_reasons", {}),
         "metrics": {k: metrics.get(k) for k in ("base", "candidate", "champion")},
-        "champion_version_evaluated": metrics.get("champion_version"),
+        "champion_version_evaluated": None if metrics.get("champion_version") is None else str(metrics["champion_version"]),
         "n_eval": metrics.get("n_examples"),
         "registered": registered,
         "artifacts": sorted({u.split(artifact_root + "/")[1].split("/")[0] for u, _ in store.list(artifact_root)}),

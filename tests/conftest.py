@@ -32,9 +32,10 @@ def s3_server(tmp_path_factory):
 @pytest.fixture
 def tiny_config(s3_server, tmp_path, request) -> MixtuneConfig:
     """A small config on a fresh bucket and a fresh SQLite MLflow store for one test."""
-    bucket = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
-    bucket = "".join(ch for ch in bucket if ch.isalnum() or ch == "-")
+    # One bucket, a prefix per test: SeaweedFS gives every bucket its own set of volumes.
+    bucket = "mixtune-test"
     s3_server.create_bucket(bucket)
+    prefix = "".join(ch if ch.isalnum() else "-" for ch in request.node.name)[:60]
     return parse_config({
         "data": {"sample": {"conversations": 120}},
         "model": {"tiny": {"d_model": 64, "d_ff": 128, "d_kv": 16, "num_heads": 4, "num_layers": 1,
@@ -42,7 +43,7 @@ def tiny_config(s3_server, tmp_path, request) -> MixtuneConfig:
                   "max_source_length": 192, "max_target_length": 64},
         "train": {"num_processes": 1, "max_steps": 20, "micro_batch_size": 8, "warmup_steps": 2},
         "evaluate": {"max_examples": 16, "batch_size": 8, "max_new_tokens": 32},
-        "storage": {"bucket": bucket, "endpoint_url": s3_server.endpoint},
+        "storage": {"bucket": bucket, "prefix": prefix, "endpoint_url": s3_server.endpoint},
         "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "test"},
     })
 

@@ -16,6 +16,13 @@ from botocore.exceptions import ClientError
 from components.common.config import StorageConfig
 
 
+COMPLETE_MARKER = "_COMPLETE"  # written last into a model prefix; readers refuse a prefix without it
+
+
+class IncompleteModelError(FileNotFoundError):
+    """A model prefix without its _COMPLETE marker: a partial upload is never read."""
+
+
 @dataclass(frozen=True)
 class S3Uri:
     bucket: str
@@ -53,7 +60,9 @@ class Store:
     def __init__(self, cfg: StorageConfig):
         self.cfg = cfg
         retry = BotoConfig(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=10, read_timeout=120)
-        self.client = boto3.client(
+        # A fresh session per Store: boto3's default session caches the first credentials it
+        # resolves, which would outlive a rotated key in a long-lived process.
+        self.client = boto3.session.Session().client(
             "s3", endpoint_url=cfg.endpoint_url or None, region_name=cfg.region, config=retry
         )
 
@@ -137,3 +146,13 @@ class Store:
             self.get_file(obj_uri, local_dir / join("", rel).lstrip("/"))
         return local_dir
 
+
+
+def require_complete(store: Store, model_uri: str) -> None:
+    """Refuse a model prefix whose upload has not finished (its marker is written last)."""
+    if not model_uri.startswith("s3://"):
+        raise ValueError(f"model URI must be an s3:// prefix, got {model_uri!r}")
+    if not store.exists(join(model_uri, COMPLETE_MARKER)):
+        raise IncompleteModelError(
+            f"{model_uri}: no {COMPLETE_MARKER} marker; the model upload is missing or unfinished, refusing it"
+        )

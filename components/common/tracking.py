@@ -16,6 +16,7 @@ from components.common.config import MixtuneConfig
 from components.common.storage import join
 
 PIPELINE_TAG = "mixtune.pipeline_run"
+MODEL_URI_TAG = "mixtune.model_uri"  # on model versions: the s3 prefix of the model files
 ROLE_TAG = "mixtune.role"  # "pipeline" on the parent run, "step" on nested runs
 
 

@@ -22,14 +22,12 @@ from mlflow.tracking import MlflowClient
 from components.common import hf
 from components.common.config import MixtuneConfig
 from components.common.schemas import read_rows, write_table
-from components.common.storage import Store, join
-from components.common.tracking import step_run
+from components.common.storage import Store, join, require_complete
+from components.common.tracking import MODEL_URI_TAG, step_run
 from components.evaluate.generation import GenerationSettings, generate
 from components.evaluate.rouge import rouge
 
-COMPLETE_MARKER = "_COMPLETE"
 CHAMPION_ALIAS = "champion"
-MODEL_URI_TAG = "mixtune.model_uri"  # register writes the s3 model prefix here too
 ROLES = ("candidate", "base", "champion")
 
 PREDICTION_SCHEMA = pa.schema([
@@ -41,9 +39,6 @@ PREDICTION_SCHEMA = pa.schema([
     ("champion", pa.string()),  # null when there is no champion
 ])
 
-
-class IncompleteModelError(FileNotFoundError):
-    """A model prefix without its _COMPLETE marker: a partial upload must never be scored."""
 
 
 @dataclass(frozen=True)
@@ -63,13 +58,6 @@ class EvalResult:
         return {f"{role}_{k}": v for role in ROLES for k, v in (self.metrics.get(role) or {}).items()}
 
 
-def require_complete(store: Store, model_uri: str) -> None:
-    if not model_uri.startswith("s3://"):
-        raise ValueError(f"model URI must be an s3:// prefix, got {model_uri!r}")
-    if not store.exists(join(model_uri, COMPLETE_MARKER)):
-        raise IncompleteModelError(
-            f"{model_uri}: no {COMPLETE_MARKER} marker; the model upload is missing or unfinished, refusing it"
-        )
 
 
 def select_examples(rows: list[dict], max_examples: int) -> list[dict]:

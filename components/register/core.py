@@ -15,16 +15,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from components.common.config import MixtuneConfig
-from components.common.storage import Store, join
-from components.common.tracking import PIPELINE_TAG, step_run
+from components.common.storage import Store, join, require_complete
+from components.common.tracking import MODEL_URI_TAG, PIPELINE_TAG, step_run
 
-COMPLETE_MARKER = "_COMPLETE"
 CHAMPION, CHALLENGER = "champion", "challenger"
-MODEL_URI_TAG = "mixtune.model_uri"  # evaluate reads the champion's files from here
 
-
-class IncompleteModelError(FileNotFoundError):
-    """A model prefix without its _COMPLETE marker: a partial upload must never be registered."""
 
 
 @dataclass(frozen=True)
@@ -71,13 +66,6 @@ def decide(
                            f"{champion:.4f} + min_improvement {min_improvement:g}")
 
 
-def require_complete(store: Store, model_uri: str) -> None:
-    if not model_uri.startswith("s3://"):
-        raise ValueError(f"model URI must be an s3:// prefix, got {model_uri!r}")
-    if not store.exists(join(model_uri, COMPLETE_MARKER)):
-        raise IncompleteModelError(
-            f"{model_uri}: no {COMPLETE_MARKER} marker; the model upload is missing or unfinished, refusing it"
-        )
 
 
 def champion_version(client: MlflowClient, name: str) -> str | None:

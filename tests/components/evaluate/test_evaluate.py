@@ -11,7 +11,8 @@ from mlflow.tracking import MlflowClient
 
 from components.common.storage import join
 from components.common.tracking import PIPELINE_TAG
-from components.evaluate.core import IncompleteModelError, eval_set_sha256, run_evaluate, select_examples
+from components.common.storage import IncompleteModelError
+from components.evaluate.core import eval_set_sha256, run_evaluate, select_examples
 from components.evaluate.generation import GenerationSettings, generate
 
 

@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from components.common.storage import join
 from components.common.tracking import PIPELINE_TAG
-from components.register.core import IncompleteModelError, run_register
+from components.common.storage import IncompleteModelError
+from components.register.core import run_register
 
 NAME = "mixtune-summarizer"
 

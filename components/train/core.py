@@ -1,0 +1,224 @@
+"""The train step: verify the shards, prepare the base model, run DeepSpeed on N local processes.
+
+The parent process (this module) does everything that happens once: checksums, the base model,
+the DeepSpeed config, MLflow params and inputs. `worker.py` runs in every rank and does the
+training; rank 0 uploads the model. Outputs under `<artifact_root>/train/`:
+base_model/ (tiny base only), deepspeed_config.json, train_log.json, model/ (+ model/_COMPLETE).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pyarrow.parquet as pq
+
+from components.common.config import MixtuneConfig, TrainConfig
+from components.common.hf import local_copy
+from components.common.storage import COMPLETE_MARKER, S3Uri, Store, join
+from components.common.tracking import step_run
+from components.train import launch, model as model_lib
+
+
+
+
+@dataclass
+class TrainResult:
+    model_uri: str
+    base_model_uri: str
+    mlflow_run_id: str
+    steps: int
+    final_loss: float
+    first_loss: float
+    train_seconds: float
+    tokens_seen: int
+    tokens_per_second: float
+
+
+class ShardChecksumError(ValueError):
+    """A downloaded shard does not match the sha256 (or row count) its manifest promised."""
+
+
+def resolve_device(train: TrainConfig) -> str:
+    import torch
+
+    if train.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible")
+    if train.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return train.device
+
+
+def deepspeed_config(train: TrainConfig, device: str) -> dict:
+    """The DeepSpeed JSON made from TrainConfig. No optimizer section: the worker passes AdamW,
+    because a config optimizer makes DeepSpeed compile fused Adam (~60 s)."""
+    bf16 = train.precision == "bf16" or (train.precision == "auto" and device == "cuda")
+    warmup = min(train.warmup_steps, train.max_steps)
+    return {
+        "train_micro_batch_size_per_gpu": train.micro_batch_size,
+        "gradient_accumulation_steps": train.gradient_accumulation_steps,
+        "gradient_clipping": train.gradient_clipping,
+        "zero_optimization": {"stage": train.zero_stage},
+        "bf16": {"enabled": bf16},
+        "scheduler": {
+            "type": "WarmupDecayLR",
+            "params": {"warmup_min_lr": 0.0, "warmup_max_lr": train.learning_rate, "warmup_num_steps": warmup,
+                       "total_num_steps": train.max_steps, "warmup_type": "linear"},
+        },
+        "steps_per_print": 10**9,  # progress is ours (tqdm + MLflow), not DeepSpeed's log lines
+        "wall_clock_breakdown": False,
+    }
+
+
+def effective_deepspeed_config(train: TrainConfig, device: str) -> dict:
+    """cfg.train.deepspeed_config (a JSON file) when given, else the generated one.
+
+    Batch keys missing or "auto" in the file are filled from TrainConfig, as HF does."""
+    if train.deepspeed_config is None:
+        return deepspeed_config(train, device)
+    path = Path(train.deepspeed_config)
+    try:
+        ds = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"train.deepspeed_config {path}: cannot read a JSON object: {e}") from None
+    if not isinstance(ds, dict):
+        raise ValueError(f"train.deepspeed_config {path}: top level must be an object")
+    for key, value in (("train_micro_batch_size_per_gpu", train.micro_batch_size),
+                       ("gradient_accumulation_steps", train.gradient_accumulation_steps)):
+        if ds.get(key, "auto") == "auto" and "train_batch_size" not in ds:
+            ds[key] = value
+    return ds
+
+
+def read_manifest(store: Store, shards_uri: str) -> dict:
+    uri = join(shards_uri, "manifest.json")
+    if not store.exists(uri):
+        raise FileNotFoundError(f"{uri} is missing: the shards step has not finished writing {shards_uri}")
+    manifest = store.get_json(uri)
+    train = manifest.get("splits", {}).get("train", {})
+    if not train.get("shards") or not train.get("rows"):
+        raise ValueError(f"{uri}: the train split has no rows")
+    return manifest
+
+
+def fetch_shards(store: Store, manifest: dict, split: str, dest: Path) -> list[Path]:
+    """Download one split's shards and check each against the manifest's sha256 and row count."""
+    paths = []
+    for i, shard in enumerate(manifest["splits"][split]["shards"]):
+        path = store.get_file(shard["uri"], dest / split / f"{i:05d}.parquet")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != shard["sha256"]:
+            raise ShardChecksumError(f"{shard['uri']}: sha256 {digest} does not match the manifest's {shard['sha256']}")
+        rows = pq.read_metadata(path).num_rows
+        if rows != shard["rows"]:
+            raise ShardChecksumError(f"{shard['uri']}: {rows} rows, the manifest says {shard['rows']}")
+        paths.append(path)
+    return paths
+
+
+def prepare_base(cfg: MixtuneConfig, manifest: dict, store: Store, tokenizer_dir: Path,
+                 work: Path, out: str) -> tuple[str, str]:
+    """(local path or hub id the workers load, base_model_uri evaluation scores)."""
+    if cfg.model.base != "tiny":
+        ref = local_copy(cfg.model.base, store)  # s3:// dirs are downloaded; hub ids and paths pass through
+        if model_lib.base_vocab_size(ref) < manifest["vocab_size"]:
+            raise ValueError(f"base model {cfg.model.base} has fewer embeddings than the shards' tokenizer "
+                             f"({manifest['vocab_size']} tokens)")
+        return ref, cfg.model.base
+    from transformers import AutoTokenizer
+
+    tiny = model_lib.build_tiny(cfg.model.tiny, manifest["vocab_size"], manifest["pad_token_id"],
+                                manifest["eos_token_id"], cfg.train.seed)
+    local = model_lib.save_model(tiny, AutoTokenizer.from_pretrained(tokenizer_dir), work / "base_model")
+    base_uri = join(out, "base_model")
+    _clear_complete(store, base_uri)
+    store.upload_dir(local, base_uri)
+    store.put_json(join(base_uri, COMPLETE_MARKER), {"seed": cfg.train.seed})  # last: readers check it
+    return str(local), base_uri
+
+
+def _clear_complete(store: Store, model_uri: str) -> None:
+    """Drop a previous attempt's marker first, so a rerun never looks finished while it uploads."""
+    marker = S3Uri.parse(join(model_uri, COMPLETE_MARKER))
+    store.client.delete_object(Bucket=marker.bucket, Key=marker.key)
+
+
+def _flatten(prefix: str, obj: dict) -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in obj.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(f"{prefix}{key}.", value))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _log_inputs(cfg: MixtuneConfig, manifest: dict, shards_uri: str, device: str, ds_config: dict) -> None:
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    params = {**_flatten("train.", cfg.train.model_dump()), **_flatten("model.", cfg.model.model_dump())}
+    params.update({"device": device, "num_processes": cfg.train.num_processes,
+                   "train_rows": manifest["splits"]["train"]["rows"], "vocab_size": manifest["vocab_size"]})
+    mlflow.log_params(params)
+    version = str(manifest["dataset_version"])
+    mlflow.set_tag("mixtune.dataset_version", version)
+    # MLflow caps a dataset digest at 36 characters; the full version is the tag above.
+    dataset = MetaDataset(resolve_dataset_source(shards_uri), name="mixtune-shards", digest=version[:36])
+    mlflow.log_input(dataset, context="training")
+    mlflow.log_dict(ds_config, "deepspeed_config.json")
+
+
+def run_train(cfg: MixtuneConfig, shards_uri: str, artifact_root: str, pipeline_run: str) -> TrainResult:
+    store = Store(cfg.storage)
+    out = join(artifact_root, "train")
+    device = resolve_device(cfg.train)
+    nproc = cfg.train.num_processes
+    if device == "cuda":
+        import torch
+
+        if nproc > torch.cuda.device_count():
+            raise ValueError(f"train.num_processes={nproc} but only {torch.cuda.device_count()} GPUs are visible")
+    ds_config = effective_deepspeed_config(cfg.train, device)
+    with tempfile.TemporaryDirectory(prefix="mixtune-train-") as tmp, step_run(cfg, pipeline_run, "train") as run:
+        work = Path(tmp)
+        manifest = read_manifest(store, shards_uri)
+        train_files = fetch_shards(store, manifest, "train", work / "shards")
+        tokenizer_dir = store.download_dir(manifest["tokenizer_uri"], work / "tokenizer")
+        base_path, base_uri = prepare_base(cfg, manifest, store, tokenizer_dir, work, out)
+        store.put_json(join(out, "deepspeed_config.json"), ds_config)
+        (work / "deepspeed_config.json").write_text(json.dumps(ds_config, indent=2))
+        _log_inputs(cfg, manifest, shards_uri, device, ds_config)
+        _clear_complete(store, join(out, "model"))
+
+        job = {
+            "config": json.loads(cfg.model_dump_json()), "device": device, "model_path": base_path,
+            "tokenizer_path": str(tokenizer_dir), "deepspeed_config": ds_config,
+            "train_files": [str(p) for p in train_files], "pad_token_id": manifest["pad_token_id"],
+            "mlflow_run_id": run.info.run_id, "output_uri": out, "work_dir": str(work),
+        }
+        job_path = work / "job.json"
+        job_path.write_text(json.dumps(job, indent=2))
+        started = time.time()
+        try:
+            launch.launch(["-m", "components.train.worker", "--job", str(job_path)], nproc, device, work / "train.log")
+        finally:
+            mlflow.log_artifact(str(work / "train.log"))  # the workers' output, on failure too
+        result = json.loads((work / "result.json").read_text())
+        mlflow.log_metrics({
+            "final_loss": result["final_loss"], "first_loss": result["first_loss"], "steps": result["steps"],
+            "train_seconds": result["train_seconds"], "tokens_seen": result["tokens_seen"],
+            "tokens_per_second": result["tokens_per_second"], "launch_seconds": time.time() - started,
+        }, step=result["steps"])
+        mlflow.log_artifact(str(work / "train_log.json"))
+        mlflow.set_tag("mixtune.model_uri", join(out, "model"))
+        return TrainResult(
+            model_uri=join(out, "model"), base_model_uri=base_uri, mlflow_run_id=run.info.run_id,
+            steps=result["steps"], final_loss=result["final_loss"], first_loss=result["first_loss"],
+            train_seconds=result["train_seconds"], tokens_seen=result["tokens_seen"],
+            tokens_per_second=result["tokens_per_second"],
+        )

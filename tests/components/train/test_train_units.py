@@ -1,0 +1,98 @@
+"""Fast checks of the train step's pieces: DeepSpeed config, sampling, padding, KFP component.
+
+No `from __future__ import annotations` here: KFP reads the pipeline function's annotations as types.
+"""
+
+import json
+
+import pytest
+
+from components.common.config import TinyModelConfig, TrainConfig
+from components.train import model as model_lib
+from components.train.core import deepspeed_config, effective_deepspeed_config
+from components.train.worker import collate, rank_batches
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_deepspeed_config_carries_the_train_config(stage):
+    tc = TrainConfig(zero_stage=stage, micro_batch_size=4, gradient_accumulation_steps=3, gradient_clipping=0.5,
+                     max_steps=100, warmup_steps=10, learning_rate=1e-3)
+    ds = deepspeed_config(tc, "cpu")
+    assert ds["zero_optimization"] == {"stage": stage}
+    assert ds["train_micro_batch_size_per_gpu"] == 4 and ds["gradient_accumulation_steps"] == 3
+    assert ds["gradient_clipping"] == 0.5
+    assert "optimizer" not in ds  # a config optimizer would compile fused Adam; the worker passes AdamW
+    sched = ds["scheduler"]["params"]
+    assert ds["scheduler"]["type"] == "WarmupDecayLR"
+    assert (sched["warmup_num_steps"], sched["total_num_steps"], sched["warmup_max_lr"]) == (10, 100, 1e-3)
+    json.dumps(ds)  # it is written to S3 and MLflow as JSON
+
+
+@pytest.mark.parametrize("precision,device,bf16", [
+    ("auto", "cpu", False), ("fp32", "cpu", False), ("bf16", "cpu", True),
+    ("auto", "cuda", True), ("fp32", "cuda", False), ("bf16", "cuda", True),
+])
+def test_precision_choice(precision, device, bf16):
+    assert deepspeed_config(TrainConfig(precision=precision), device)["bf16"] == {"enabled": bf16}
+
+
+def test_warmup_never_exceeds_total_steps():
+    sched = deepspeed_config(TrainConfig(max_steps=5, warmup_steps=30), "cpu")["scheduler"]["params"]
+    assert sched["warmup_num_steps"] == 5
+
+
+def test_deepspeed_config_file_overrides_and_fills_auto(tmp_path):
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"train_micro_batch_size_per_gpu": "auto", "zero_optimization": {"stage": 1}}))
+    ds = effective_deepspeed_config(TrainConfig(deepspeed_config=str(path), micro_batch_size=6,
+                                                gradient_accumulation_steps=2, zero_stage=3), "cpu")
+    assert ds == {"train_micro_batch_size_per_gpu": 6, "gradient_accumulation_steps": 2,
+                  "zero_optimization": {"stage": 1}}
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="top level must be an object"):
+        effective_deepspeed_config(TrainConfig(deepspeed_config=str(path)), "cpu")
+
+
+def test_rank_batches_split_one_shuffled_epoch():
+    world, n = 2, 21
+    per_rank = [rank_batches(n, 4, r, world, seed=1, epoch=0) for r in range(world)]
+    assert len(per_rank[0]) == len(per_rank[1])  # same number of steps on every rank: no hang
+    seen = [i for batches in per_rank for b in batches for i in b]
+    assert len(seen) == 22 and set(seen) == set(range(n))  # padded by wrapping one example
+    assert rank_batches(n, 4, 0, world, 1, 0) == per_rank[0]  # deterministic
+    assert rank_batches(n, 4, 0, world, 1, 1) != per_rank[0]  # reshuffled each epoch
+
+
+def test_collate_pads_dynamically():
+    batch = collate([([5, 6, 1], [7, 1]), ([5, 1], [8, 9, 10, 1])], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 1], [5, 1, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["labels"].tolist() == [[7, 1, -100, -100], [8, 9, 10, 1]]
+
+
+def test_tiny_model_is_seeded_and_uses_the_manifest_vocab(tmp_path):
+    tiny = TinyModelConfig(d_model=32, d_ff=64, d_kv=8, num_heads=2, num_layers=1, num_decoder_layers=1)
+    a = model_lib.build_tiny(tiny, vocab_size=321, pad_id=0, eos_id=1, seed=3)
+    b = model_lib.build_tiny(tiny, vocab_size=321, pad_id=0, eos_id=1, seed=3)
+    assert a.config.vocab_size == 321 and a.config.decoder_start_token_id == 0
+    assert a.config.tie_word_embeddings
+    assert all((p == q).all() for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_component_compiles(tmp_path):
+    from kfp import compiler, dsl
+
+    from components.train.component import build
+
+    train_op = build("mixtune/train-cuda:test")
+
+    @dsl.pipeline(name="train-only")
+    def pipeline(config_json: str, shards_uri: str):
+        train_op(config_json=config_json, pipeline_run="p", artifact_root="s3://b/r", shards_uri=shards_uri)
+
+    out = tmp_path / "train.yaml"
+    compiler.Compiler().compile(pipeline, str(out))
+    text = out.read_text()
+    assert "mixtune/train-cuda:test" in text and "run_train" in text
+    for output in ("model_uri", "base_model_uri", "mlflow_run_id", "metrics"):
+        assert output in text
