@@ -17,7 +17,7 @@ from components.common import tracking
 from components.common.config import MixtuneConfig
 from components.common.storage import Store, join
 from pipelines.embedded import LocalS3
-from pipelines.sample_data import generate, write_jsonl
+from pipelines.sample_data import broken_rows, generate, write_jsonl
 
 
 @contextlib.contextmanager
@@ -58,7 +58,8 @@ def stage_sample(cfg: MixtuneConfig, store: Store, workdir: Path) -> MixtuneConf
     for src in cfg.data.sources:
         if src.path == "sample":
             s = cfg.data.sample
-            path = write_jsonl(generate(s.conversations, s.seed), workdir / "sample" / f"chatlogs-{s.seed}.jsonl")
+            path = write_jsonl(generate(s.conversations, s.seed), workdir / "sample" / f"chatlogs-{s.seed}.jsonl",
+                               broken=broken_rows(s.broken_rows, s.seed))
             uri = join(store.root, "incoming", "sample", path.name)
             store.put_file(uri, path)
             src = src.model_copy(update={"path": uri, "format": "chatlog", "name": src.name or "sample"})

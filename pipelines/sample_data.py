@@ -149,10 +149,26 @@ def generate(n: int, seed: int = 7) -> list[dict]:
     return rows
 
 
-def write_jsonl(rows: list[dict], path: str | Path) -> Path:
+def broken_rows(n: int, seed: int = 7) -> list[str]:
+    """Raw lines of the kinds real exports contain: what ingest must quarantine, not crash on."""
+    rng = random.Random(seed + 1)
+    good = generate(n, seed + 1000)
+    kinds = [
+        lambda r: json.dumps(r)[: rng.randint(20, 80)],  # truncated write
+        lambda r: json.dumps({**r, "summary": ""}),  # agent left no summary
+        lambda r: json.dumps({**r, "messages": r["messages"][:1]}),  # one-sided, one turn
+        lambda r: json.dumps({**r, "messages": [{"role": "moderator", "content": "x"}] + r["messages"]}),
+    ]
+    return [kinds[i % len(kinds)](row) for i, row in enumerate(good)]
+
+
+def write_jsonl(rows: list[dict], path: str | Path, broken: list[str] = ()) -> Path:
+    """Rows as JSONL; `broken` raw lines are spread through the file at fixed positions."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(row) for row in rows]
+    for i, raw in enumerate(broken):
+        lines.insert((i * 7919) % (len(lines) + 1), raw)
     with path.open("w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
+        fh.write("\n".join(lines) + "\n")
     return path

@@ -5,6 +5,7 @@ from mlflow.tracking import MlflowClient
 
 from components.common import tracking
 from components.common.config import MixtuneConfig
+from components.common.schemas import read_rows
 from components.common.storage import Store, join
 
 
@@ -20,6 +21,7 @@ def collect_summary(cfg: MixtuneConfig, store: Store, artifact_root: str, pipeli
         ("shards", sum(templates["split_rows"].values()),
          sum(s["rows"] for s in shards["splits"].values()), 0, 0),
     ]
+    example = read_rows(store, join(artifact_root, "evaluate", "predictions.parquet"))[0]
     tracking._setup(cfg)
     client = MlflowClient()
     versions = [v for v in client.search_model_versions(f"name='{cfg.registry.model_name}'")
@@ -38,6 +40,7 @@ def collect_summary(cfg: MixtuneConfig, store: Store, artifact_root: str, pipeli
         "metrics": {k: metrics.get(k) for k in ("base", "candidate", "champion")},
         "champion_version_evaluated": None if metrics.get("champion_version") is None else str(metrics["champion_version"]),
         "n_eval": metrics.get("n_examples"),
+        "example": {k: example[k] for k in ("id", "reference", "candidate", "base")},
         "registered": registered,
         "artifacts": sorted({u.split(artifact_root + "/")[1].split("/")[0] for u, _ in store.list(artifact_root)}),
         "tracking_uri": cfg.tracking.uri,
@@ -68,6 +71,9 @@ def print_summary(summary: dict) -> None:
             label = name if name != "champion" else f"champion (v{summary['champion_version_evaluated']})"
             m.add_row(label, *[f"{vals.get(k, float('nan')):.2f}" for k in keys])
     con.print(m)
+    ex = summary["example"]
+    con.print(f"example {ex['id']}\n  reference : {ex['reference']}\n  fine-tuned: {ex['candidate']}"
+              f"\n  base      : {ex['base'][:120]!r}")
     reg = summary["registered"]
     if reg:
         con.print(f"registered: {reg['name']} version {reg['version']} aliases {reg['aliases']} — {reg['decision']}")

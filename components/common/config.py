@@ -25,6 +25,7 @@ class SourceConfig(_Strict):
 
 class SampleConfig(_Strict):
     conversations: int = Field(default=1500, ge=10)
+    broken_rows: int = Field(default=8, ge=0, description="malformed rows mixed in, as real exports have")
     seed: int = 7
 
 

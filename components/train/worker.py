@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     window = [0.0, 0.0, 0.0]  # loss sum, micro-batches, tokens since the last log
     tokens_total, epoch, step = 0.0, 0, 0
     engine.train()
-    pbar = tqdm(total=max_steps, desc="train", disable=rank != 0, mininterval=1.0)
+    # Under KFP every redraw is a log line: redraw rarely.
+    pbar = tqdm(total=max_steps, desc="train", disable=rank != 0, mininterval=10.0)
     started = window_start = time.time()
     while step < max_steps:
         for idx in rank_batches(len(examples), micro, rank, world, tc.seed, epoch):

@@ -1,6 +1,8 @@
 from collections import Counter
 
-from pipelines.sample_data import INTENTS, generate
+from components.common.config import SourceConfig, load_config
+from components.ingest.core import ingest_rows
+from pipelines.sample_data import INTENTS, broken_rows, generate, write_jsonl
 
 
 def test_deterministic_and_varied():
@@ -17,3 +19,13 @@ def test_summary_facts_are_in_the_chat():
         chat = " ".join(m["content"] for m in row["messages"])
         assert row["customer"] in chat, "the customer's name must be readable in the chat"
         assert row["messages"] and {m["role"] for m in row["messages"]} == {"customer", "agent"}
+
+
+def test_broken_rows_are_all_quarantined_by_ingest(tmp_path):
+    path = write_jsonl(generate(50), tmp_path / "c.jsonl", broken=broken_rows(8))
+    cfg = load_config(None)
+    records, quarantine, counts = ingest_rows(cfg, [(SourceConfig(path=str(path)), str(path), path.read_bytes())])
+    assert counts == {"read": 58, "kept": 50, "quarantined": 8, "duplicates": 0}
+    reasons = " | ".join(q["reason"] for q in quarantine)
+    for expected in ("invalid JSON", "'summary' is empty", "fewer than 2", "unknown speaker role"):
+        assert expected in reasons
