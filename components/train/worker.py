@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     on_cpu = job["device"] == "cpu"
     if on_cpu and not tc.cpu_shm_allreduce:
         skip_shm_allreduce()
+    if on_cpu:
+        # Tiny values late in training become denormals, which x86 handles many times slower.
+        torch.set_flush_denormal(True)
     import deepspeed
 
     local_rank = int(os.environ["LOCAL_RANK"])
