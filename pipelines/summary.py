@@ -22,7 +22,7 @@ def collect_summary(cfg: MixtuneConfig, store: Store, artifact_root: str, pipeli
          sum(s["rows"] for s in shards["splits"].values()), 0, 0),
     ]
     example = read_rows(store, join(artifact_root, "evaluate", "predictions.parquet"))[0]
-    tracking._setup(cfg)
+    tracking.setup(cfg)
     client = MlflowClient()
     versions = [v for v in client.search_model_versions(f"name='{cfg.registry.model_name}'")
                 if v.tags.get(tracking.PIPELINE_TAG) == pipeline_run]

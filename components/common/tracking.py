@@ -20,7 +20,7 @@ MODEL_URI_TAG = "mixtune.model_uri"  # on model versions: the s3 prefix of the m
 ROLE_TAG = "mixtune.role"  # "pipeline" on the parent run, "step" on nested runs
 
 
-def _setup(cfg: MixtuneConfig) -> str:
+def setup(cfg: MixtuneConfig) -> str:
     """Point MLflow at the configured server and return the experiment id."""
     mlflow.set_tracking_uri(cfg.tracking.uri)
     if cfg.storage.endpoint_url:
@@ -40,7 +40,7 @@ def _setup(cfg: MixtuneConfig) -> str:
 
 def parent_run_id(cfg: MixtuneConfig, pipeline_run: str) -> str:
     """The parent run of this pipeline run, created on first use."""
-    exp_id = _setup(cfg)
+    exp_id = setup(cfg)
     client = MlflowClient()
     found = client.search_runs(
         [exp_id], filter_string=f"tags.`{PIPELINE_TAG}` = '{pipeline_run}' and tags.`{ROLE_TAG}` = 'pipeline'",
@@ -56,7 +56,7 @@ def parent_run_id(cfg: MixtuneConfig, pipeline_run: str) -> str:
 def step_run(cfg: MixtuneConfig, pipeline_run: str, step: str):
     """Active MLflow run for one step, nested under the pipeline's parent run."""
     parent = parent_run_id(cfg, pipeline_run)
-    exp_id = _setup(cfg)
+    exp_id = setup(cfg)
     with mlflow.start_run(
         experiment_id=exp_id,
         run_name=step,

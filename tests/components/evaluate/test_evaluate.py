@@ -86,11 +86,11 @@ def test_batched_generation_matches_one_at_a_time(model_dirs, rows):
 
 
 def test_find_champion_resolves_s3_and_runs_sources(tiny_config, store, tmp_path):
-    from components.common.tracking import _setup
+    from components.common.tracking import setup
     from components.evaluate.core import find_champion
 
     name = tiny_config.registry.model_name
-    exp_id = _setup(tiny_config)
+    exp_id = setup(tiny_config)
     client = MlflowClient()
     assert find_champion(tiny_config, tmp_path) is None  # no registered model yet
     client.create_registered_model(name)
