@@ -13,6 +13,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
+
 from components.common import tracking
 from components.common.config import MixtuneConfig
 from components.common.storage import Store, join
@@ -22,9 +24,15 @@ from pipelines.sample_data import broken_rows, generate, write_jsonl
 
 @contextlib.contextmanager
 def patched_environ(values: dict[str, str]):
-    """Set variables for the duration of a run, then restore what was there."""
+    """Set variables for the duration of a run, then restore what was there.
+
+    boto3's default session caches the first credentials it resolves, and libraries (MLflow's S3
+    artifact store among them) use it: drop it whenever the keys change."""
+    import boto3
+
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
+    boto3.DEFAULT_SESSION = None
     try:
         yield
     finally:
@@ -33,6 +41,7 @@ def patched_environ(values: dict[str, str]):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        boto3.DEFAULT_SESSION = None
 
 
 def new_run_name() -> str:
@@ -89,12 +98,11 @@ def run_local(cfg: MixtuneConfig, workdir: str | Path = ".mixtune", embedded_s3:
         store.ensure_bucket()
         cfg = stage_sample(cfg, store, workdir)
         artifact_root = join(store.root, "runs", pipeline_run)
-        tracking.parent_run_id(cfg, pipeline_run)
-        import mlflow
-
-        with mlflow.start_run(run_id=tracking.parent_run_id(cfg, pipeline_run)):
-            mlflow.log_dict(cfg.model_dump(mode="json"), "config.json")
-            mlflow.set_tag("mixtune.artifact_root", artifact_root)
+        # Logged through the client: entering and leaving the run would mark it FINISHED early.
+        parent = tracking.parent_run_id(cfg, pipeline_run)
+        client = MlflowClient()
+        client.log_dict(parent, cfg.model_dump(mode="json"), "config.json")
+        client.set_tag(parent, "mixtune.artifact_root", artifact_root)
         kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(workdir / "kfp"))
         status = "FAILED"
         started = time.time()
