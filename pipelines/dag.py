@@ -31,6 +31,8 @@ def build_pipeline(cfg: MixtuneConfig):
     def mixtune(config_json: str, pipeline_run: str, artifact_root: str):
         common = dict(config_json=config_json, pipeline_run=pipeline_run, artifact_root=artifact_root)
         ingest = ingest_op(**common).set_display_name("ingest")
+        # Its real input is the bucket's content, which KFP cannot see: new files must be read.
+        ingest.set_caching_options(False)
         templates = templates_op(**common, records_uri=ingest.outputs["records_uri"])
         templates.set_display_name("templates")
         shards = shards_op(**common, examples_uri=templates.outputs["examples_uri"]).set_display_name("shards")

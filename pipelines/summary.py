@@ -10,13 +10,13 @@ from components.common.storage import Store, join
 
 
 def collect_summary(cfg: MixtuneConfig, store: Store, artifact_root: str, pipeline_run: str) -> dict:
-    ingest = store.get_json(join(artifact_root, "ingest", "manifest.json"))
+    ingest = store.get_json(join(artifact_root, "ingest", "report.json"))
     templates = store.get_json(join(artifact_root, "templates", "manifest.json"))
     shards = store.get_json(join(artifact_root, "shards", "manifest.json"))
     metrics = store.get_json(join(artifact_root, "evaluate", "metrics.json"))
     rows = [
-        ("ingest", ingest["counts"]["read"], ingest["counts"]["kept"],
-         ingest["counts"]["quarantined"], ingest["counts"]["duplicates"]),
+        ("ingest (rows)", ingest["counts"]["rows_read"], ingest["counts"]["rows_kept"],
+         ingest["counts"]["rows_quarantined"], ingest["counts"]["rows_duplicate"]),
         ("templates", sum(ingest["split_rows"].values()), sum(templates["split_rows"].values()), 0, 0),
         ("shards", sum(templates["split_rows"].values()),
          sum(s["rows"] for s in shards["splits"].values()), 0, 0),
@@ -37,6 +37,9 @@ def collect_summary(cfg: MixtuneConfig, store: Store, artifact_root: str, pipeli
         "dataset_version": ingest["dataset_version"],
         "rows": rows,
         "quarantine_reasons": ingest.get("quarantine_reasons", {}),
+        "pii": ingest.get("pii", {}),
+        "files": {"read": len(ingest["files_read"]), "reused": len(ingest["files_reused"])},
+        "mixture": {t: round(v["proportion"], 3) for t, v in templates.get("tasks", {}).items()},
         "metrics": {k: metrics.get(k) for k in ("base", "candidate", "champion")},
         "champion_version_evaluated": None if metrics.get("champion_version") is None else str(metrics["champion_version"]),
         "n_eval": metrics.get("n_examples"),
@@ -60,6 +63,11 @@ def print_summary(summary: dict) -> None:
     con.print(t)
     for reason, n in summary["quarantine_reasons"].items():
         con.print(f"  quarantined: {n} × {reason}")
+    files, pii = summary["files"], summary["pii"]
+    con.print(f"  source files: {files['read']} read, {files['reused']} unchanged and reused"
+              + (f"; PII redacted: {', '.join(f'{n} {k}' for k, n in pii.items())}" if pii else ""))
+    if summary["mixture"]:
+        con.print("  train mixture: " + ", ".join(f"{t} {p:.1%}" for t, p in summary["mixture"].items()))
     m = Table(title=f"ROUGE on {summary['n_eval']} test examples (F1 × 100)")
     m.add_column("model")
     keys = ["rouge1", "rouge2", "rougeL", "rougeLsum"]

@@ -17,10 +17,51 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Built-in input formats. A preset is a container plus a field mapping (components/ingest/presets.py);
+# the bare containers take a `mapping`, so a new export needs configuration, not code.
+PRESETS = ("chatlog", "dialogsum", "samsum", "tweetsumm", "ibm_customer_care", "yelp", "amazon_alexa",
+           "wnut17", "codexglue_java_cs")
+CONTAINERS = ("jsonl", "json", "csv", "tsv", "parquet", "turns_csv", "turns_parquet")
+Format = Literal["chatlog", "dialogsum", "samsum", "tweetsumm", "ibm_customer_care", "yelp", "amazon_alexa",
+                 "wnut17", "codexglue_java_cs", "jsonl", "json", "csv", "tsv", "parquet", "turns_csv",
+                 "turns_parquet"]
+PiiType = Literal["email", "phone", "card", "iban", "ip", "url_token", "handle"]
+
+
+class FieldMapping(_Strict):
+    """Where a record's fields live in a source row. Paths are dotted (`notes.summary`, `turns.0.text`);
+    `a|b` tries a, then b. Every field named here is required unless listed in `optional`."""
+
+    id: str | None = Field(default=None, description="path of the row id; None = file name + row number")
+    dialogue: str | None = Field(default=None, description="a text field with one 'Speaker: text' turn per line")
+    messages: str | None = Field(default=None, description="a list of message objects (chat exports)")
+    speaker: str = Field(default="role", description="path of the speaker inside a message (or turn row)")
+    text: str = Field(default="content", description="path of the text inside a message (or turn row)")
+    speakers: dict[str, str] | None = Field(
+        default=None, description="raw speaker (lower-case) -> shown name; a speaker not listed is quarantined")
+    skip_speakers: list[str] = Field(default_factory=lambda: ["system"], description="speakers left out")
+    html: bool = Field(default=False, description="message bodies are HTML: strip tags, unescape entities")
+    fields: dict[str, str] = Field(default_factory=dict, description="record field -> path, e.g. summary: notes.summary")
+    optional: list[str] = Field(default_factory=list, description="record fields that may be missing or empty")
+    conversation: str = Field(default="conversation_id", description="turns_* formats: the column grouping turns")
+    timestamp: str | None = Field(default=None, description="turns_* formats: turns are ordered by this column")
+
+
 class SourceConfig(_Strict):
-    path: str = Field(description="local path, glob, or s3://bucket/key; 'sample' = generated chat logs")
-    format: Literal["chatlog", "dialogsum"] = "chatlog"
-    name: str | None = Field(default=None, description="source name recorded on each row")
+    path: str = Field(description="local path, glob, or s3://bucket/key-or-prefix; 'sample' = generated chat logs")
+    format: Format = "chatlog"
+    name: str | None = Field(default=None, description="source name recorded on each row (default: file stem)")
+    mapping: FieldMapping | None = Field(default=None, description="required for bare containers; replaces a preset's")
+    records_path: str | None = Field(default=None, description="json: dotted path of the record list in the document")
+    encoding: str = Field(default="utf-8", description="text encoding; a UTF-8/UTF-16 byte-order mark wins")
+    tasks: list[str] | None = Field(default=None, description="tasks this source feeds; None = every task it can")
+    redact_pii: bool = True
+
+    @model_validator(mode="after")
+    def _mapping(self) -> "SourceConfig":
+        if self.format in CONTAINERS and self.mapping is None:
+            raise ValueError(f"format {self.format!r} is a bare container: give a `mapping` for it")
+        return self
 
 
 class SampleConfig(_Strict):
@@ -29,19 +70,64 @@ class SampleConfig(_Strict):
     seed: int = 7
 
 
+class PiiConfig(_Strict):
+    """Redaction before anything is stored downstream: matches become typed placeholders (<EMAIL>)."""
+
+    enabled: bool = True
+    types: list[PiiType] = Field(default_factory=lambda: ["email", "phone", "card", "iban", "ip", "url_token", "handle"])
+    phone_regions: list[str] = Field(default_factory=lambda: ["US", "GB", "DE", "FR", "IN"],
+                                     description="regions tried for phone numbers written without +country code")
+
+
+class DedupConfig(_Strict):
+    exact: bool = Field(default=True, description="drop rows whose normalised text hash was already kept")
+    near: bool = Field(default=True, description="drop near-duplicates (MinHash LSH on word shingles)")
+    threshold: float = Field(default=0.85, gt=0.0, le=1.0, description="Jaccard similarity counted as a duplicate")
+    num_perm: int = Field(default=64, ge=16, le=512)
+    shingle_words: int = Field(default=5, ge=1)
+
+
 class DataConfig(_Strict):
     sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig(path="sample")])
     sample: SampleConfig = SampleConfig()
     validation_fraction: float = Field(default=0.05, ge=0.0, lt=0.5)
     test_fraction: float = Field(default=0.05, gt=0.0, lt=0.5)
-    max_dialogue_chars: int = Field(default=20_000, gt=0)
-    max_target_chars: int = Field(default=2_000, gt=0)
+    max_row_bytes: int = Field(default=1_000_000, gt=0, description="a raw row bigger than this is quarantined")
+    max_field_chars: int = Field(default=20_000, gt=0, description="any text field longer than this is quarantined")
+    max_target_chars: int = Field(default=2_000, gt=0, description="summary/topic longer than this is quarantined")
     min_turns: int = Field(default=2, ge=1)
+    min_speakers: int = Field(default=2, ge=1, description="fewer distinct speakers = a one-sided dialogue")
+    pii: PiiConfig = PiiConfig()
+    dedup: DedupConfig = DedupConfig()
+    incremental: bool = Field(default=True, description="re-read only source objects not seen before (by size/ETag)")
+    workers: int = Field(default=0, ge=0, description="parallel parse processes; 0 = one per core")
+
+
+class ReplayConfig(_Strict):
+    """Rehearse old tasks when retraining: mix a previous run's train examples back in."""
+
+    examples_uri: str | None = Field(default=None, description="a previous run's templates output (s3://.../templates)")
+    ratio: float = Field(default=0.3, ge=0.0, lt=1.0, description="fraction of the train mixture taken from it")
+
+
+class MixtureConfig(_Strict):
+    """Examples-proportional mixing as in seqio/FLAN: rate of task t proportional to min(n_t, cap)^(1/temperature)."""
+
+    cap: int = Field(default=3000, ge=1, description="K: examples of a task counted at most")
+    temperature: float = Field(default=1.0, gt=0.0, description="T > 1 flattens the mixture towards uniform")
+    total_examples: int | None = Field(
+        default=None, ge=1, description="train mixture size; None = the training budget (max_steps x global batch)")
+    seed: int = 17
+    replay: ReplayConfig = ReplayConfig()
 
 
 class TemplatesConfig(_Strict):
     variants_per_record: int = Field(default=1, ge=1, description="templated copies per train record")
     seed: int = 13
+    registry: str | None = Field(default=None, description="a template registry YAML; None = the packaged one")
+    tasks: list[str] | None = Field(default=None, description="tasks to build; None = every task with data")
+    few_shot_examples: int = Field(default=2, ge=1, le=8, description="exemplars in a few-shot template")
+    mixture: MixtureConfig = MixtureConfig()
 
 
 class TinyModelConfig(_Strict):
@@ -90,6 +176,7 @@ class TrainConfig(_Strict):
 
 
 class EvaluateConfig(_Strict):
+    tasks: list[str] = Field(default_factory=lambda: ["summarization"], description="tasks scored with ROUGE")
     max_examples: int = Field(default=200, ge=1)
     batch_size: int = Field(default=32, ge=1)
     num_beams: int = Field(default=1, ge=1)

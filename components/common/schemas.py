@@ -1,6 +1,7 @@
 """The tables passed between steps, as Arrow schemas, and Parquet I/O on S3.
 
-records   (ingest -> templates):  one normalised dialogue with its reference target.
+records   (ingest -> templates):  one normalised source row; its task fields as a JSON object
+           (dialogue, summary, summaries, topic, review, rating, sentence, tokens, tags, entities, java, cs).
 examples  (templates -> shards, evaluate): one (instruction, target) pair.
 quarantine (ingest): a row that could not be used, with where it came from and why.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,10 +22,9 @@ RECORD_SCHEMA = pa.schema(
     [
         ("id", pa.string()),  # stable id: "<source>:<original id>"
         ("source", pa.string()),
-        ("task", pa.string()),
-        ("dialogue", pa.string()),  # "Speaker: text" lines
-        ("target", pa.string()),
         ("split", pa.string()),
+        ("fields", pa.string()),  # JSON object; a dialogue is "Speaker: text" lines
+        ("tasks", pa.list_(pa.string())),  # the tasks the source may feed; null = every task it can
     ]
 )
 
@@ -33,6 +34,7 @@ EXAMPLE_SCHEMA = pa.schema(
         ("record_id", pa.string()),
         ("task", pa.string()),
         ("template_id", pa.string()),
+        ("template_kind", pa.string()),  # zero_shot | few_shot | options | inverse
         ("inputs", pa.string()),
         ("targets", pa.string()),
     ]
@@ -41,8 +43,9 @@ EXAMPLE_SCHEMA = pa.schema(
 QUARANTINE_SCHEMA = pa.schema(
     [
         ("file", pa.string()),
-        ("line", pa.int64()),
-        ("reason", pa.string()),
+        ("line", pa.int64()),  # 1-based line, when the format has lines
+        ("key", pa.string()),  # record key (array index, conversation id), when it has none
+        ("reason", pa.string()),  # "<category>: <detail>"
         ("raw", pa.string()),
     ]
 )
@@ -63,3 +66,16 @@ def write_table(store: Store, uri: str, rows: list[dict], schema: pa.Schema) -> 
 
 def read_rows(store: Store, uri: str) -> list[dict]:
     return pq.read_table(io.BytesIO(store.get_bytes(uri))).to_pylist()
+
+
+def read_records(store: Store, uri: str) -> list[dict]:
+    """Records with their `fields` decoded into a dict."""
+    rows = read_rows(store, uri)
+    for r in rows:
+        r["fields"] = json.loads(r["fields"])
+    return rows
+
+
+def encode_fields(fields: dict) -> str:
+    """Canonical JSON of a record's fields: sorted keys, so equal records hash equal."""
+    return json.dumps(fields, ensure_ascii=False, sort_keys=True, separators=(",", ":"))

@@ -118,12 +118,26 @@ class Store:
 
     def list(self, uri: str) -> list[tuple[str, int]]:
         """(uri, size) of every object under uri (a prefix), sorted by key."""
+        return [(o, size) for o, size, _ in self.list_meta(uri)]
+
+    def list_meta(self, uri: str) -> list[tuple[str, int, str]]:
+        """(uri, size, ETag) of every object under uri (a prefix), sorted by key."""
         u = S3Uri.parse(uri)
         prefix = u.key.rstrip("/") + "/" if u.key else ""
         out = []
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=u.bucket, Prefix=prefix):
-            out += [(f"s3://{u.bucket}/{o['Key']}", o["Size"]) for o in page.get("Contents", [])]
+            out += [(f"s3://{u.bucket}/{o['Key']}", o["Size"], o.get("ETag", "").strip('"'))
+                    for o in page.get("Contents", [])]
         return sorted(out)
+
+    def head(self, uri: str) -> tuple[int, str] | None:
+        """(size, ETag) of one object, or None when it does not exist."""
+        u = S3Uri.parse(uri)
+        try:
+            r = self.client.head_object(Bucket=u.bucket, Key=u.key)
+        except ClientError:
+            return None
+        return r["ContentLength"], r.get("ETag", "").strip('"')
 
     # -- directories ---------------------------------------------------------------------------
     def upload_dir(self, local_dir: str | Path, uri: str) -> list[str]:

@@ -60,14 +60,15 @@ class EvalResult:
 
 
 
-def select_examples(rows: list[dict], max_examples: int) -> list[dict]:
-    """The first max_examples rows by id: the same set for every model and every run."""
+def select_examples(rows: list[dict], max_examples: int, tasks: list[str] | None = None) -> list[dict]:
+    """The first max_examples rows of the scored tasks by id: the same set for every model and run."""
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):
         raise ValueError("test split has duplicate example ids")
+    rows = [r for r in rows if tasks is None or r["task"] in tasks]
     chosen = sorted(rows, key=lambda r: r["id"])[:max_examples]
     if not chosen:
-        raise ValueError("test split is empty: nothing to evaluate")
+        raise ValueError(f"test split has no examples of tasks {tasks}: nothing to evaluate")
     return chosen
 
 
@@ -125,7 +126,8 @@ def run_evaluate(
     require_complete(store, model_uri)
     if base_model_uri.startswith("s3://"):
         require_complete(store, base_model_uri)
-    rows = select_examples(read_rows(store, join(examples_uri, "test.parquet")), cfg.evaluate.max_examples)
+    rows = select_examples(read_rows(store, join(examples_uri, "test.parquet")), cfg.evaluate.max_examples,
+                           cfg.evaluate.tasks)
     version = dataset_version(store, examples_uri)
     settings = GenerationSettings(
         cfg.evaluate.batch_size, cfg.evaluate.num_beams, cfg.evaluate.max_new_tokens, cfg.model.max_source_length

@@ -8,15 +8,19 @@ from kfp.dsl import Metrics, Output
 def ingest(
     config_json: str, pipeline_run: str, artifact_root: str, metrics: Output[Metrics]
 ) -> NamedTuple("IngestOutputs", [("records_uri", str), ("dataset_version", str)]):
-    """Read the configured sources, quarantine bad rows, split, and write Parquet records to S3."""
+    """Read the sources (new objects only), redact PII, quarantine bad rows, dedup, split, and write
+    an immutable, content-addressed dataset version to S3."""
     from collections import namedtuple
 
     from components.common.config import config_from_json
     from components.ingest.core import run_ingest
 
     r = run_ingest(config_from_json(config_json), artifact_root, pipeline_run)
-    for key, value in {**r.counts, **{f"split_{k}": v for k, v in r.split_rows.items()}}.items():
-        metrics.log_metric(f"rows_{key}" if not key.startswith("split_") else key, value)
+    values = {**r.counts, **{f"split_{k}": v for k, v in r.split_rows.items()},
+              **{f"pii_{k}": v for k, v in r.pii.items()},
+              "files_read": len(r.files_read), "files_reused": len(r.files_reused)}
+    for key, value in values.items():
+        metrics.log_metric(key, value)
     return namedtuple("IngestOutputs", ["records_uri", "dataset_version"])(r.records_uri, r.dataset_version)
 
 

@@ -1,32 +1,44 @@
-"""Ingest core: every input row ends up kept, quarantined (with file, line and reason) or dropped
-as a duplicate, and the counts add up. Splits come from a hash of the record id, so a record never
-changes split when new data arrives. The dataset version is a hash of the content written."""
+"""Ingest core: sources -> one immutable, content-addressed dataset version of redacted records.
+
+Every input row ends in exactly one place: kept, quarantined (file, line or key, reason, raw row) or
+dropped as a duplicate, and `rows_read = rows_kept + rows_quarantined + rows_duplicate` is checked.
+Splits come from a hash of the record id, so a record never changes split when new data arrives.
+Source objects seen before (same size and ETag) are not read again: their parts are reused (catalog.py).
+"""
 from __future__ import annotations
 
-import glob
 import hashlib
-import json
+import io
+import multiprocessing
+import os
+import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from components.common.config import MixtuneConfig, SourceConfig
-from components.common.schemas import QUARANTINE_SCHEMA, RECORD_SCHEMA, SPLITS, write_table
+from components.common.schemas import QUARANTINE_SCHEMA, RECORD_SCHEMA, SPLITS, table_bytes
 from components.common.storage import Store, join
-from components.common.tracking import step_run
-from components.ingest.formats import PARSERS, RowError
-
-TASK = "summarization"
-MAX_RAW_CHARS = 2000  # how much of a bad row the quarantine keeps
+from components.ingest import dedup
+from components.ingest.catalog import Catalog, SourceObject, list_objects, part_uri, source_fingerprint
+from components.ingest.worker import process_object, process_object_json
 
 
 @dataclass
 class IngestResult:
-    records_uri: str
+    records_uri: str  # <root>/datasets/<version>: immutable
     dataset_version: str
+    report_uri: str  # <artifact_root>/ingest: this run's counts and quarantine
     counts: dict[str, int] = field(default_factory=dict)
     split_rows: dict[str, int] = field(default_factory=dict)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    pii: dict[str, int] = field(default_factory=dict)
+    files_read: list[str] = field(default_factory=list)
+    files_reused: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def split_of(record_id: str, validation: float, test: float) -> str:
@@ -39,92 +51,131 @@ def split_of(record_id: str, validation: float, test: float) -> str:
     return "train"
 
 
-def source_files(spec: SourceConfig, store: Store) -> list[tuple[str, bytes]]:
-    """(name, bytes) of each file a source names: an s3:// key or prefix, a path, or a glob."""
-    if spec.path.startswith("s3://"):
-        objects = [u for u, _ in store.list(spec.path)] or [spec.path]
-        return [(u, store.get_bytes(u)) for u in objects]
-    paths = sorted(glob.glob(spec.path, recursive=True)) if glob.has_magic(spec.path) else [spec.path]
-    files = [p for p in paths if Path(p).is_file()]
-    if not files:
-        raise FileNotFoundError(f"source {spec.path!r}: no readable file matches")
-    return [(p, Path(p).read_bytes()) for p in files]
+def _workers(cfg: MixtuneConfig, jobs: int) -> int:
+    return max(1, min(jobs, cfg.data.workers or os.cpu_count() or 1))
 
 
-def source_name(spec: SourceConfig, file_name: str) -> str:
-    return spec.name or Path(file_name.rstrip("/")).stem.split(".")[0]
+def parse_sources(cfg: MixtuneConfig, store: Store) -> tuple[list[pa.Table], dict]:
+    """Parts for every source object: new objects parsed (in parallel), known ones reused."""
+    plan: list[tuple[SourceConfig, Catalog, SourceObject]] = []
+    reused: list[tuple[str, dict]] = []  # (object name, catalog entry)
+    for spec in cfg.data.sources:
+        catalog = Catalog(store, source_fingerprint(spec, cfg))
+        for obj in list_objects(spec, store):
+            entry = catalog.lookup(obj) if cfg.data.incremental else None
+            if entry is None:
+                plan.append((spec, catalog, obj))
+            else:
+                reused.append((obj.name, entry))
+    results: list[tuple[bytes, dict]] = []
+    if len(plan) > 1 and _workers(cfg, len(plan)) > 1:
+        # forkserver: workers start clean (no inherited MLflow/boto3 threads) and share one import.
+        ctx = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(_workers(cfg, len(plan)), mp_context=ctx) as pool:
+            cfg_json = cfg.model_dump_json()
+            futures = [pool.submit(process_object_json, cfg_json, s.model_dump_json(), o.name) for s, _, o in plan]
+            results = [f.result() for f in futures]
+    else:
+        results = [process_object(cfg, s, o.name) for s, _, o in plan]
+    tables, counts = [], {}
+    for (spec, catalog, obj), (data, c) in zip(plan, results):
+        uri = part_uri(store, catalog.fingerprint, obj)
+        store.put_bytes(uri, data)
+        catalog.record(obj, uri, c)
+        tables.append(pq.read_table(io.BytesIO(data)))
+        counts[obj.name] = c
+    for catalog in {id(c): c for _, c, _ in plan}.values():
+        catalog.save()
+    for name, entry in reused:
+        tables.append(pq.read_table(io.BytesIO(store.get_bytes(entry["part"]))))
+        counts[name] = entry["counts"]
+    return tables, {"read": [o.name for _, _, o in plan], "reused": [n for n, _ in reused], "per_file": counts}
 
 
-def _raw(text: str) -> str:
-    return text if len(text) <= MAX_RAW_CHARS else text[:MAX_RAW_CHARS] + "…"
-
-
-def ingest_rows(cfg: MixtuneConfig, files: list[tuple[SourceConfig, str, bytes]]):
-    """Parse and validate every line; returns (records, quarantine, counts)."""
-    d = cfg.data
-    records, quarantine, seen = [], [], set()
-    counts = Counter(read=0, kept=0, quarantined=0, duplicates=0)
-    for spec, name, data in files:
-        parse = PARSERS[spec.format]
-        src = source_name(spec, name)
-        for lineno, raw in enumerate(data.split(b"\n"), start=1):
-            if not raw.strip():
-                continue  # blank lines are not rows
-            counts["read"] += 1
-            try:
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise RowError(f"not valid UTF-8 (byte {e.start})") from None
-                if "\x00" in line:
-                    raise RowError("contains NUL bytes (binary data)")
-                rec_id, dialogue, target, turns = parse(line)
-                if "\x00" in dialogue or "\x00" in target:
-                    raise RowError("contains NUL bytes (binary data)")
-                if turns < d.min_turns:
-                    raise RowError(f"dialogue has {turns} turn(s), fewer than {d.min_turns}")
-                if len(dialogue) > d.max_dialogue_chars:
-                    raise RowError(f"dialogue has {len(dialogue)} chars, over {d.max_dialogue_chars}")
-                if len(target) > d.max_target_chars:
-                    raise RowError(f"target has {len(target)} chars, over {d.max_target_chars}")
-            except RowError as e:
-                counts["quarantined"] += 1
-                text = raw.decode("utf-8", errors="replace")
-                quarantine.append({"file": name, "line": lineno, "reason": str(e), "raw": _raw(text)})
-                continue
-            full_id = f"{src}:{rec_id}"
-            if full_id in seen:
-                counts["duplicates"] += 1
-                continue
-            seen.add(full_id)
-            counts["kept"] += 1
-            split = split_of(full_id, d.validation_fraction, d.test_fraction)
-            records.append({"id": full_id, "source": src, "task": TASK, "dialogue": dialogue,
-                            "target": target, "split": split})
+def build_records(cfg: MixtuneConfig, units: list[dict]):
+    """Dedup and split the parsed units; returns (records, quarantine, counts)."""
+    counts = Counter(rows_read=0, rows_kept=0, rows_quarantined=0, rows_duplicate=0,
+                     records_kept=0, duplicates_id=0, duplicates_exact=0, duplicates_near=0)
+    quarantine, candidates, by_id = [], [], {}
+    for u in units:
+        counts["rows_read"] += u["rows"]
+        if u["reason"] is not None:
+            counts["rows_quarantined"] += u["rows"]
+            quarantine.append({k: u[k] for k in ("file", "line", "key", "reason", "raw")})
+        elif u["id"] in by_id:  # the same id twice: the first in (file, line) order is kept
+            counts["rows_duplicate"] += u["rows"]
+            counts["duplicates_id"] += 1
+        else:
+            by_id[u["id"]] = u
+            sig = u["signature"]
+            candidates.append((u["id"], u["exact_key"],
+                               dedup.signature_from_bytes(sig, cfg.data.dedup) if sig is not None else None))
+    dups = dedup.find_duplicates(candidates, cfg.data.dedup)
+    records = []
+    for rid, u in sorted(by_id.items()):
+        if rid in dups:
+            counts["rows_duplicate"] += u["rows"]
+            counts[f"duplicates_{dups[rid][1]}"] += 1
+            continue
+        counts["rows_kept"] += u["rows"]
+        counts["records_kept"] += 1
+        split = split_of(rid, cfg.data.validation_fraction, cfg.data.test_fraction)
+        records.append({"id": rid, "source": rid.split(":", 1)[0], "split": split, "fields": u["fields"],
+                        "tasks": u["tasks"]})
+    if counts["rows_read"] != counts["rows_kept"] + counts["rows_quarantined"] + counts["rows_duplicate"]:
+        raise AssertionError(f"row counts do not reconcile: {dict(counts)}")  # a bug, never bad input
+    counts["records_quarantined"] = len(quarantine)
     return records, quarantine, counts
 
 
-def write_dataset(cfg: MixtuneConfig, artifact_root: str, store: Store) -> IngestResult:
-    files = [(spec, name, data) for spec in cfg.data.sources for name, data in source_files(spec, store)]
-    records, quarantine, counts = ingest_rows(cfg, files)
-    if counts["read"] != counts["kept"] + counts["quarantined"] + counts["duplicates"]:
-        raise AssertionError(f"row counts do not reconcile: {dict(counts)}")  # a bug, never bad input
-    if not records:
-        raise ValueError(f"no usable rows in {[n for _, n, _ in files]}: {dict(counts)}")
+def dataset_version(records: list[dict]) -> str:
+    """Content address of the records: the same rows (with their splits) give the same version."""
+    h = hashlib.sha256()
+    for r in records:  # already sorted by id
+        h.update(f"{r['id']}\t{r['split']}\t{r['tasks']}\t{r['fields']}\n".encode())
+    return h.hexdigest()[:16]
 
-    out = join(artifact_root, "ingest")
-    hashes, split_rows = {}, {}
-    for split in SPLITS:
-        rows = sorted((r for r in records if r["split"] == split), key=lambda r: r["id"])
-        split_rows[split] = len(rows)
-        hashes[split] = write_table(store, join(out, f"{split}.parquet"), rows, RECORD_SCHEMA)
-    write_table(store, join(out, "quarantine.parquet"), quarantine, QUARANTINE_SCHEMA)
-    # Content-addressed: the same rows give the same version, whatever the run.
-    version = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
+
+def write_dataset(cfg: MixtuneConfig, artifact_root: str, store: Store) -> IngestResult:
+    t0 = time.perf_counter()
+    tables, files = parse_sources(cfg, store)
+    t1 = time.perf_counter()
+    units = pa.concat_tables(tables).sort_by([("file", "ascending"), ("line", "ascending"),
+                                               ("key", "ascending")]).to_pylist() if tables else []
+    records, quarantine, counts = build_records(cfg, units)
+    t2 = time.perf_counter()
+    if not records:
+        raise ValueError(f"no usable rows in {files['read'] + files['reused']}: {dict(counts)}")
+
+    version = dataset_version(records)
+    out = join(store.root, "datasets", version)
+    split_rows = {s: sum(1 for r in records if r["split"] == s) for s in SPLITS}
+    if not store.exists(join(out, "manifest.json")):  # immutable: an existing version is never rewritten
+        hashes = {}
+        for split in SPLITS:
+            data = table_bytes(pa.Table.from_pylist([r for r in records if r["split"] == split], schema=RECORD_SCHEMA))
+            store.put_bytes(join(out, f"{split}.parquet"), data)
+            hashes[split] = hashlib.sha256(data).hexdigest()
+        store.put_json(join(out, "manifest.json"), {  # last: readers wait for it
+            "dataset_version": version, "split_rows": split_rows, "sha256": hashes,
+            "sources": [s.model_dump(mode="json") for s in cfg.data.sources],
+            "objects": sorted(files["read"] + files["reused"])})
+    cpu = Counter()  # CPU seconds per stage inside the parse workers, over the files read this run
+    for name in files["read"]:
+        cpu.update({f"cpu_{k[8:]}": v for k, v in files["per_file"][name].items() if k.startswith("seconds_")})
+    pii = Counter()
+    for c in files["per_file"].values():
+        pii.update({k[4:]: v for k, v in c.items() if k.startswith("pii_")})
+    report = join(artifact_root, "ingest")
+    store.put_bytes(join(report, "quarantine.parquet"),
+                    table_bytes(pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA)))
     reasons = Counter(q["reason"].split(":")[0] for q in quarantine)
-    result = IngestResult(out, version, dict(counts), split_rows, dict(reasons))
-    manifest = {**asdict(result), "sha256": hashes, "files": [n for _, n, _ in files]}
-    store.put_json(join(out, "manifest.json"), manifest)  # last: readers wait for it
+    result = IngestResult(out, version, report, dict(counts), split_rows, dict(reasons.most_common()),
+                          dict(sorted(pii.items())), files["read"], files["reused"],
+                          {"parse": round(t1 - t0, 2), "dedup_split": round(t2 - t1, 2),
+                           "write": round(time.perf_counter() - t2, 2),
+                           **{k: round(v, 2) for k, v in sorted(cpu.items())}})
+    store.put_json(join(report, "report.json"), {**asdict(result), "per_file": files["per_file"]})
     return result
 
 
@@ -132,10 +183,16 @@ def run_ingest(cfg: MixtuneConfig, artifact_root: str, pipeline_run: str) -> Ing
     """The step: write the dataset to S3 and record counts and version in MLflow."""
     import mlflow
 
+    from components.common.tracking import step_run
+
     with step_run(cfg, pipeline_run, "ingest"):
         result = write_dataset(cfg, artifact_root, Store(cfg.storage))
         mlflow.log_params({f"source_{i}": f"{s.format}:{s.path}" for i, s in enumerate(cfg.data.sources)})
-        mlflow.log_metrics({f"rows_{k}": v for k, v in result.counts.items()})
+        mlflow.log_metrics({k: v for k, v in result.counts.items()})
         mlflow.log_metrics({f"split_{k}": v for k, v in result.split_rows.items()})
-        mlflow.set_tag("mixtune.dataset_version", result.dataset_version)
+        mlflow.log_metrics({f"pii_{k}": v for k, v in result.pii.items()})
+        mlflow.log_metrics({"files_read": len(result.files_read), "files_reused": len(result.files_reused)})
+        mlflow.log_dict(asdict(result), "ingest_report.json")
+        mlflow.set_tags({"mixtune.dataset_version": result.dataset_version,
+                         "mixtune.dataset_uri": result.records_uri})
     return result

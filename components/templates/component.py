@@ -8,7 +8,7 @@ from kfp.dsl import Metrics, Output
 def templates(
     config_json: str, pipeline_run: str, artifact_root: str, records_uri: str, metrics: Output[Metrics]
 ) -> NamedTuple("TemplatesOutputs", [("examples_uri", str)]):
-    """Expand ingested records into instruction/target examples with several templates per task."""
+    """Expand ingested records into instruction/target examples for every task, then mix the tasks."""
     from collections import namedtuple
 
     from components.common.config import config_from_json
@@ -17,6 +17,11 @@ def templates(
     r = run_templates(config_from_json(config_json), records_uri, artifact_root, pipeline_run)
     for split, n in r.split_rows.items():
         metrics.log_metric(f"examples_{split}", n)
+    for task, report in r.tasks.items():
+        metrics.log_metric(f"mixture_rate_{task}", report["rate"])
+        metrics.log_metric(f"mixture_count_{task}", report["count"])
+    metrics.log_metric("replay_examples", r.replay.get("examples", 0))
+    metrics.log_metric("unused_records", r.unused_records.get("count", 0))
     return namedtuple("TemplatesOutputs", ["examples_uri"])(r.examples_uri)
 
 

@@ -1,31 +1,23 @@
-"""Templates core: each record becomes one or more (inputs, targets) examples.
+"""Templates core: records -> (instruction, target) examples for every task they can feed, then the
+train split mixed across tasks (components/templates/mixture.py).
 
-The template for a record is picked by a hash of (seed, record id, variant), so the choice is stable
-when other records are added or removed, and evaluation splits always get one fixed template each.
+Layout under <artifact_root>/templates: {train,validation,test}.parquet (EXAMPLE_SCHEMA) and
+manifest.json, written last: a reader that finds the manifest finds complete splits.
+Validation and test get one example per (record, task) from the task's zero-shot eval template.
 """
 from __future__ import annotations
 
-import hashlib
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from importlib import resources
-
-import yaml
 
 from components.common.config import MixtuneConfig
-from components.common.schemas import EXAMPLE_SCHEMA, SPLITS, read_rows, write_table
+from components.common.schemas import EXAMPLE_SCHEMA, SPLITS, read_records, read_rows, write_table
 from components.common.storage import Store, join
 from components.common.tracking import step_run
-
-
-@dataclass(frozen=True)
-class Template:
-    id: str
-    task: str
-    template: str
-
-    def render(self, record: dict) -> str:
-        return self.template.replace("{dialogue}", record["dialogue"])
+from components.templates.mixture import mix
+from components.templates.registry import RegistryError, Task, load_registry, registry_dict
+from components.templates.render import build_context, expand
 
 
 @dataclass
@@ -34,62 +26,91 @@ class TemplatesResult:
     dataset_version: str
     split_rows: dict[str, int] = field(default_factory=dict)
     template_counts: dict[str, int] = field(default_factory=dict)
+    task_rows: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> task -> examples
+    tasks: dict[str, dict] = field(default_factory=dict)  # the train mixture report per task
+    replay: dict = field(default_factory=dict)
+    unused_records: dict = field(default_factory=dict)
 
 
-def load_registry(text: str | None = None) -> dict[str, list[Template]]:
-    """Parse the template registry (the packaged registry.yaml by default) and check it."""
-    if text is None:
-        text = resources.files("components.templates").joinpath("registry.yaml").read_text()
-    raw = yaml.safe_load(text) or {}
-    registry: dict[str, list[Template]] = {}
-    for task, entries in raw.items():
-        templates = [Template(e["id"], task, e["template"]) for e in entries]
-        for t in templates:
-            if "{dialogue}" not in t.template:
-                raise ValueError(f"template {t.id} of task {task} has no {{dialogue}} placeholder")
-        if len({t.id for t in templates}) != len(templates):
-            raise ValueError(f"task {task}: template ids are not unique")
-        registry[task] = templates
+def registry_for(cfg: MixtuneConfig, store: Store) -> dict[str, Task]:
+    """The configured registry (a local file or an s3:// object), else the packaged one."""
+    path = cfg.templates.registry
+    if path and path.startswith("s3://"):
+        try:
+            text = store.get_bytes(path).decode()
+        except FileNotFoundError:
+            raise RegistryError(f"{path}: template registry not found (templates.registry)") from None
+        registry = load_registry(text=text, where=path)
+    else:
+        registry = load_registry(path)
+    unknown = sorted(set(cfg.templates.tasks or []) - set(registry))
+    if unknown:
+        raise RegistryError(f"templates.tasks: unknown tasks {unknown}; the registry has {sorted(registry)}")
     return registry
 
 
-def pick(templates: list[Template], seed: int, record_id: str, k: int) -> list[Template]:
-    """k distinct templates for a record, ordered by a seeded hash: deterministic and stable."""
-    def score(t: Template) -> bytes:
-        return hashlib.sha256(f"{seed}|{record_id}|{t.id}".encode()).digest()
+def read_replay(store: Store, uri: str) -> list[dict]:
+    """Train examples of an earlier templates output (its prefix, or its train.parquet)."""
+    target = uri if uri.endswith(".parquet") else join(uri, "train.parquet")
+    try:
+        return read_rows(store, target)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"templates.mixture.replay.examples_uri: {target} not found; point it at a previous run's "
+            f"templates output (s3://.../templates)") from None
 
-    return sorted(templates, key=score)[: min(k, len(templates))]
 
-
-def expand(records: list[dict], split: str, registry: dict[str, list[Template]], cfg: MixtuneConfig) -> list[dict]:
-    k = cfg.templates.variants_per_record if split == "train" else 1
-    out = []
-    for rec in records:
-        if rec["task"] not in registry:
-            raise KeyError(f"record {rec['id']}: no templates for task {rec['task']!r}")
-        for n, t in enumerate(pick(registry[rec["task"]], cfg.templates.seed, rec["id"], k)):
-            out.append({"id": f"{rec['id']}#{n}", "record_id": rec["id"], "task": rec["task"],
-                        "template_id": t.id, "inputs": t.render(rec), "targets": rec["target"]})
-    return out
+def build_examples(cfg: MixtuneConfig, records: dict[str, list[dict]], registry: dict[str, Task],
+                   replay: list[dict] | None = None) -> tuple[dict[str, list[dict]], dict, dict]:
+    """(examples per split, mixture report, unused records) from records per split."""
+    t = cfg.templates
+    ctx = build_context(records["train"], registry, t.seed, t.variants_per_record, t.few_shot_examples, t.tasks)
+    examples, unused = {}, {}
+    for split in SPLITS:
+        examples[split], unused[split] = expand(records[split], split, ctx)
+    # By default the mixture is exactly what training will consume: max_steps x global batch.
+    tr = cfg.train
+    budget = tr.max_steps * tr.micro_batch_size * tr.gradient_accumulation_steps * tr.num_processes
+    examples["train"], mixture = mix(examples["train"], t.mixture, replay, default_total=budget)
+    unused_report = {"count": sum(len(v) for v in unused.values()),
+                     "by_split": {s: len(v) for s, v in unused.items()},
+                     "sample": sorted(i for v in unused.values() for i in v)[:20]}
+    return examples, mixture, unused_report
 
 
 def run_templates(cfg: MixtuneConfig, records_uri: str, artifact_root: str, pipeline_run: str) -> TemplatesResult:
     import mlflow
 
     store = Store(cfg.storage)
-    registry = load_registry()
+    registry = registry_for(cfg, store)
     upstream = store.get_json(join(records_uri, "manifest.json"))
+    replay_uri = cfg.templates.mixture.replay.examples_uri
+    replay = read_replay(store, replay_uri) if replay_uri else None
     out = join(artifact_root, "templates")
     with step_run(cfg, pipeline_run, "templates"):
-        split_rows, used = {}, Counter()
+        start = time.perf_counter()
+        records = {split: read_records(store, join(records_uri, f"{split}.parquet")) for split in SPLITS}
+        examples, mixture, unused = build_examples(cfg, records, registry, replay)
+        used: Counter = Counter()
+        task_rows: dict[str, dict[str, int]] = {}
         for split in SPLITS:
-            examples = expand(read_rows(store, join(records_uri, f"{split}.parquet")), split, registry, cfg)
-            used.update(e["template_id"] for e in examples)
-            split_rows[split] = len(examples)
-            write_table(store, join(out, f"{split}.parquet"), examples, EXAMPLE_SCHEMA)
-        result = TemplatesResult(out, upstream["dataset_version"], split_rows, dict(sorted(used.items())))
-        store.put_json(join(out, "manifest.json"), asdict(result))
-        mlflow.log_metrics({f"examples_{k}": v for k, v in split_rows.items()})
-        mlflow.log_dict({t: [x.template for x in ts] for t, ts in registry.items()}, "templates.json")
+            used.update(e["template_id"] for e in examples[split])
+            task_rows[split] = dict(sorted(Counter(e["task"] for e in examples[split]).items()))
+            write_table(store, join(out, f"{split}.parquet"), examples[split], EXAMPLE_SCHEMA)
+        replay_info = {"uri": replay_uri, "ratio": cfg.templates.mixture.replay.ratio if replay_uri else 0.0,
+                       "examples": mixture["replayed"],
+                       "by_task": {t: v["replayed"] for t, v in mixture["tasks"].items() if v["replayed"]}}
+        result = TemplatesResult(
+            out, upstream["dataset_version"], {s: len(examples[s]) for s in SPLITS}, dict(sorted(used.items())),
+            task_rows, mixture["tasks"], replay_info, unused)
+        store.put_json(join(out, "manifest.json"), {**asdict(result), "mixture": mixture})
+
+        mlflow.log_metrics({f"examples_{s}": float(n) for s, n in result.split_rows.items()})
+        mlflow.log_metrics({f"mixture_rate_{t}": v["rate"] for t, v in mixture["tasks"].items()})
+        mlflow.log_metrics({f"mixture_count_{t}": float(v["count"]) for t, v in mixture["tasks"].items()})
+        mlflow.log_metrics({"replay_examples": float(mixture["replayed"]), "unused_records": float(unused["count"]),
+                            "templates_seconds": time.perf_counter() - start})
+        mlflow.log_dict(registry_dict(registry), "templates/registry.json")
+        mlflow.log_dict(mixture, "templates/mixture.json")
         mlflow.set_tag("mixtune.dataset_version", result.dataset_version)
     return result

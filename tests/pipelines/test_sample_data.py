@@ -1,7 +1,7 @@
 from collections import Counter
 
 from components.common.config import SourceConfig, load_config
-from components.ingest.core import ingest_rows
+from components.ingest.formats import parse_file
 from pipelines.sample_data import INTENTS, broken_rows, generate, write_jsonl
 
 
@@ -24,8 +24,8 @@ def test_summary_facts_are_in_the_chat():
 def test_broken_rows_are_all_quarantined_by_ingest(tmp_path):
     path = write_jsonl(generate(50), tmp_path / "c.jsonl", broken=broken_rows(8))
     cfg = load_config(None)
-    records, quarantine, counts = ingest_rows(cfg, [(SourceConfig(path=str(path)), str(path), path.read_bytes())])
-    assert counts == {"read": 58, "kept": 50, "quarantined": 8, "duplicates": 0}
-    reasons = " | ".join(q["reason"] for q in quarantine)
-    for expected in ("invalid JSON", "'summary' is empty", "fewer than 2", "unknown speaker role"):
-        assert expected in reasons
+    units = parse_file(SourceConfig(path=str(path)), str(path), path.read_bytes(), cfg.data, lambda name: b"")
+    assert sum(u.rows for u in units) == 58
+    assert sum(u.rows for u in units if u.error is None) == 50
+    reasons = Counter(u.error.split(":")[0] for u in units if u.error)
+    assert reasons == {"invalid JSON": 2, "empty field": 2, "too few turns": 2, "unknown speaker": 2}

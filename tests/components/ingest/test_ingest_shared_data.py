@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from components.common.config import SourceConfig
-from components.common.schemas import read_rows
+from components.common.schemas import read_records
 from components.common.storage import join
 from components.ingest.core import run_ingest
 DIALOGSUM = Path(__file__).resolve().parents[4] / "shared" / "datasets" / "dialogsum"  # ../shared
@@ -24,11 +24,12 @@ def test_dialogsum_dev_and_test_ingest_completely(tiny_config, store, dialogsum_
     root = join(store.root, "runs", "ds")
     result = run_ingest(cfg, root, "ds")
     c = result.counts
-    assert c["read"] == 1000 and c["read"] == c["kept"] + c["quarantined"] + c["duplicates"]
-    assert c["kept"] >= 990, result.quarantine_reasons
-    rows = read_rows(store, join(root, "ingest", "train.parquet"))
-    assert rows[0]["dialogue"].startswith("#Person") and rows[0]["target"]
-    # The test file's first reference (summary1) is the target; ids keep DialogSum's fname.
-    ids = {r["id"] for split in ("train", "validation", "test")
-           for r in read_rows(store, join(root, "ingest", f"{split}.parquet"))}
-    assert "dialogsum:test_0" in ids and "dialogsum:dev_0" in ids
+    assert c["rows_read"] == 1000 and c["rows_read"] == c["rows_kept"] + c["rows_quarantined"] + c["rows_duplicate"]
+    assert c["rows_kept"] >= 990, result.quarantine_reasons
+    rows = {r["id"]: r for split in ("train", "validation", "test")
+            for r in read_records(store, join(result.records_uri, f"{split}.parquet"))}
+    assert "dialogsum:test_0" in rows and "dialogsum:dev_0" in rows  # ids keep DialogSum's fname
+    dev, test = rows["dialogsum:dev_0"]["fields"], rows["dialogsum:test_0"]["fields"]
+    assert dev["dialogue"].startswith("#Person") and dev["summary"] and dev["topic"]
+    # The test file's three references are all kept; the first is the summary.
+    assert len(test["summaries"]) == 3 and test["summary"] == test["summaries"][0]
