@@ -127,6 +127,11 @@ class TemplatesConfig(_Strict):
     registry: str | None = Field(default=None, description="a template registry YAML; None = the packaged one")
     tasks: list[str] | None = Field(default=None, description="tasks to build; None = every task with data")
     few_shot_examples: int = Field(default=2, ge=1, le=8, description="exemplars in a few-shot template")
+    kinds: list[Literal["zero_shot", "few_shot", "options", "inverse"]] = Field(
+        default_factory=lambda: ["zero_shot", "few_shot", "options", "inverse"],
+        description="template kinds used for train examples (validation/test always use the eval template)")
+    max_input_chars: int | None = Field(
+        default=None, ge=64, description="few-shot prompts drop exemplars to fit; None = 4 x model.max_source_length")
     mixture: MixtureConfig = MixtureConfig()
 
 

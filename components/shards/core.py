@@ -69,7 +69,9 @@ def write_shards(cfg: MixtuneConfig, examples_uri: str, artifact_root: str, stor
         tok.save_pretrained(tmp)
         store.upload_dir(tmp, join(out, "tokenizer"))
     manifest = {
-        "dataset_version": upstream["dataset_version"], "tokenizer_uri": join(out, "tokenizer"),
+        "dataset_version": upstream["dataset_version"],
+        "dataset_versions": upstream.get("dataset_versions", [upstream["dataset_version"]]),
+        "tokenizer_uri": join(out, "tokenizer"),
         "vocab_size": len(tok), "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id,
         "max_source_length": cfg.model.max_source_length, "max_target_length": cfg.model.max_target_length,
         "format": "parquet", "splits": {},

@@ -64,7 +64,8 @@ def build_examples(cfg: MixtuneConfig, records: dict[str, list[dict]], registry:
                    replay: list[dict] | None = None) -> tuple[dict[str, list[dict]], dict, dict]:
     """(examples per split, mixture report, unused records) from records per split."""
     t = cfg.templates
-    ctx = build_context(records["train"], registry, t.seed, t.variants_per_record, t.few_shot_examples, t.tasks)
+    ctx = build_context(records["train"], registry, t.seed, t.variants_per_record, t.few_shot_examples, t.tasks,
+                        tuple(t.kinds), t.max_input_chars or 4 * cfg.model.max_source_length)
     examples, unused = {}, {}
     for split in SPLITS:
         examples[split], unused[split] = expand(records[split], split, ctx)
@@ -97,13 +98,18 @@ def run_templates(cfg: MixtuneConfig, records_uri: str, artifact_root: str, pipe
             used.update(e["template_id"] for e in examples[split])
             task_rows[split] = dict(sorted(Counter(e["task"] for e in examples[split]).items()))
             write_table(store, join(out, f"{split}.parquet"), examples[split], EXAMPLE_SCHEMA)
+        # Every dataset version the train split draws from: this one, plus the replayed run's (recursively).
+        versions = [upstream["dataset_version"]]
+        if replay_uri:
+            old = store.get_json(join(replay_uri.removesuffix("/train.parquet"), "manifest.json"))
+            versions += [v for v in old.get("dataset_versions", [old["dataset_version"]]) if v not in versions]
         replay_info = {"uri": replay_uri, "ratio": cfg.templates.mixture.replay.ratio if replay_uri else 0.0,
                        "examples": mixture["replayed"],
                        "by_task": {t: v["replayed"] for t, v in mixture["tasks"].items() if v["replayed"]}}
         result = TemplatesResult(
             out, upstream["dataset_version"], {s: len(examples[s]) for s in SPLITS}, dict(sorted(used.items())),
             task_rows, mixture["tasks"], replay_info, unused)
-        store.put_json(join(out, "manifest.json"), {**asdict(result), "mixture": mixture})
+        store.put_json(join(out, "manifest.json"), {**asdict(result), "mixture": mixture, "dataset_versions": versions})
 
         mlflow.log_metrics({f"examples_{s}": float(n) for s, n in result.split_rows.items()})
         mlflow.log_metrics({f"mixture_rate_{t}": v["rate"] for t, v in mixture["tasks"].items()})
@@ -112,5 +118,6 @@ def run_templates(cfg: MixtuneConfig, records_uri: str, artifact_root: str, pipe
                             "templates_seconds": time.perf_counter() - start})
         mlflow.log_dict(registry_dict(registry), "templates/registry.json")
         mlflow.log_dict(mixture, "templates/mixture.json")
-        mlflow.set_tag("mixtune.dataset_version", result.dataset_version)
+        mlflow.set_tags({"mixtune.dataset_version": result.dataset_version,
+                         "mixtune.dataset_versions": ",".join(versions)})
     return result

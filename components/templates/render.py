@@ -78,13 +78,16 @@ class Context:
     variants: int
     shots: int
     only: list[str] | None = None
+    kinds: tuple[str, ...] = ("zero_shot", "few_shot", "options", "inverse")
+    max_input_chars: int | None = None  # a longer few-shot prompt would lose its own input to truncation
     pools: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # task -> [(record id, exemplar)]
     labels: dict[str, list[str]] = field(default_factory=dict)  # task -> distinct from_field values
 
 
 def build_context(train: list[dict], registry: dict[str, Task], seed: int, variants: int, shots: int,
-                  only: list[str] | None = None) -> Context:
-    ctx = Context(registry, seed, variants, shots, only)
+                  only: list[str] | None = None, kinds: tuple[str, ...] | None = None,
+                  max_input_chars: int | None = None) -> Context:
+    ctx = Context(registry, seed, variants, shots, only, tuple(kinds or Context.kinds), max_input_chars)
     by_task: dict[str, list[dict]] = {name: [] for name in registry}
     for rec in train:
         for name in tasks_for(rec, registry, only):
@@ -173,7 +176,12 @@ def render(task: Task, t: Template, rec: dict, ctx: Context, n: int, options: li
     if t.kind == "options":
         values["options"] = "OPTIONS:\n" + "\n".join(f"- {o}" for o in options or [])
     if t.kind == "few_shot":
-        values["exemplars"] = "\n\n".join(exemplars_for(task, rec["id"], ctx))
+        shots = exemplars_for(task, rec["id"], ctx)
+        values["exemplars"] = "\n\n".join(shots)
+        # Exemplars come first and truncation cuts the end: drop exemplars until the record's own input fits.
+        while ctx.max_input_chars and shots and len(fill(t.inputs, values)) > ctx.max_input_chars:
+            shots.pop()
+            values["exemplars"] = "\n\n".join(shots)
     return {"id": f"{rec['id']}#{task.name}#{n}", "record_id": rec["id"], "task": task.name,
             "template_id": t.id, "template_kind": t.kind,
             "inputs": fill(t.inputs, values), "targets": fill(t.targets, values)}
@@ -190,7 +198,7 @@ def expand_record(rec: dict, split: str, ctx: Context) -> list[dict]:
         labelled = task.options is not None and (
             not task.options.values or value_text(rec["fields"][task.label]) in task.options.values)
         has_exemplar = any(rid != rec["id"] for rid, _ in ctx.pools.get(name, [])[:2])
-        candidates = [t for t in task.templates if (t.kind != "options" or labelled)
+        candidates = [t for t in task.templates if t.kind in ctx.kinds and (t.kind != "options" or labelled)
                       and (t.kind != "few_shot" or has_exemplar) and not (t.skip_when and t.skips(rec["fields"]))]
         for n, t in enumerate(pick_templates(candidates, ctx.seed, rec["id"], name, ctx.variants)):
             out.append(render(task, t, rec, ctx, n, options_for(task, rec, ctx) if t.kind == "options" else None))

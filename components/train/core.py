@@ -166,10 +166,14 @@ def _log_inputs(cfg: MixtuneConfig, manifest: dict, shards_uri: str, device: str
                    "train_rows": manifest["splits"]["train"]["rows"], "vocab_size": manifest["vocab_size"]})
     mlflow.log_params(params)
     version = str(manifest["dataset_version"])
-    mlflow.set_tag("mixtune.dataset_version", version)
+    versions = [str(v) for v in manifest.get("dataset_versions", [version])]
+    mlflow.set_tags({"mixtune.dataset_version": version, "mixtune.dataset_versions": ",".join(versions)})
     # MLflow caps a dataset digest at 36 characters; the full version is the tag above.
     dataset = MetaDataset(resolve_dataset_source(shards_uri), name="mixtune-shards", digest=version[:36])
     mlflow.log_input(dataset, context="training")
+    for old in versions[1:]:  # datasets rehearsed through replay: the model was trained on them too
+        mlflow.log_input(MetaDataset(resolve_dataset_source(shards_uri), name="mixtune-replay", digest=old[:36]),
+                         context="replay")
     mlflow.log_dict(ds_config, "deepspeed_config.json")
 
 

@@ -16,6 +16,9 @@ def test_two_runs_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = parse_config({
         "data": {"sample": {"conversations": 400}},
+        # One task and 120 steps: inverse templates (write the chat from its summary) would take a
+        # quarter of a budget this small; multi-task configs keep every kind (the default).
+        "templates": {"kinds": ["zero_shot", "few_shot"]},
         "model": {"tiny": {"d_model": 64, "d_ff": 256, "d_kv": 16, "num_heads": 4, "num_layers": 2,
                            "num_decoder_layers": 2, "vocab_size": 1000},
                   "max_source_length": 256, "max_target_length": 64},

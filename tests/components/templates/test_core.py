@@ -81,6 +81,8 @@ def test_replay_from_a_previous_run_and_missing_source(tiny_config, store, recor
     replayed = [r for r in train if r["id"].startswith("replay:")]
     assert len(train) == 61 and len(replayed) == res.replay["examples"] == 15  # 0.25 of N = 60 + 1 topic
     assert {r["task"] for r in replayed} <= {"summarization", "ner"}
+    # Both dataset versions the mixture draws from are recorded, for the model's lineage.
+    assert store.get_json(join(res.examples_uri, "manifest.json"))["dataset_versions"] == ["v2", "v-test"]
     assert res.replay["by_task"] == {t: sum(r["task"] == t for r in replayed) for t in ("summarization", "ner")
                                      if any(r["task"] == t for r in replayed)}
     assert res.tasks["code_translation"]["count"] == 45 and res.tasks["dialogue_topic"]["count"] == 1

@@ -188,3 +188,21 @@ def test_variants_per_record_only_in_train(records, variants):
     per_record = Counter(e["record_id"] for e in examples)
     assert set(per_record.values()) == {variants}
     assert all(len({e["template_id"] for e in examples if e["record_id"] == r}) == variants for r in per_record)
+
+
+def test_kinds_filter_and_few_shot_prompts_fit_the_input_budget(records):
+    train = records("summarization", 60)
+    for r in train[:20]:  # long exemplars would push the record's own dialogue past the truncation point
+        r["fields"]["dialogue"] += "\nAgent: " + "a long explanation " * 40
+    ctx = build_context(train, load_registry(), 13, 20, 3, kinds=("zero_shot", "few_shot"), max_input_chars=400)
+    examples, _ = expand(train, "train", ctx)
+    assert {e["template_kind"] for e in examples} == {"zero_shot", "few_shot"}
+    by_id = {r["id"]: r for r in train}
+    for e in (e for e in examples if e["template_kind"] == "few_shot"):
+        own = by_id[e["record_id"]]["fields"]["dialogue"]
+        assert own in e["inputs"]  # the record's own input is always whole
+        others = [r["fields"]["summary"] for rid, r in by_id.items() if rid != e["record_id"]]
+        assert len(e["inputs"]) <= 400 or not any(s in e["inputs"] for s in others)  # fits, or no exemplar left
+    unlimited = build_context(train, load_registry(), 13, 20, 3, kinds=("few_shot",))
+    longest = max(len(e["inputs"]) for e in expand(train, "train", unlimited)[0])
+    assert longest > 400  # without the budget the same prompts are longer
