@@ -7,7 +7,7 @@ import re
 import sys
 from pathlib import Path
 
-from components.common.config import ConfigError, SourceConfig, load_config
+from components.common.config import PRESETS, ConfigError, SourceConfig, load_config
 
 
 def _config(args) -> "MixtuneConfig":  # noqa: F821
@@ -77,7 +77,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--local", action="store_true", help="on this machine (kfp.local, embedded S3, SQLite MLflow)")
     run.add_argument("--workdir", default=".mixtune", help="local state: S3 data, MLflow DB, KFP outputs")
     run.add_argument("--data", nargs="+", help="input files or globs (replaces data.sources)")
-    run.add_argument("--format", default="chatlog", choices=["chatlog", "dialogsum"], help="format of --data")
+    run.add_argument("--format", default="chatlog", choices=list(PRESETS),
+                     help="built-in format of --data (other exports: a config source with a `mapping`)")
     run.add_argument("--external-s3", action="store_true", help="use storage.* from the config, start no S3 server")
     run.add_argument("--summary-json", help="also write the summary as JSON here")
     run.set_defaults(func=cmd_run)
