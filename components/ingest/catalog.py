@@ -49,9 +49,24 @@ def list_objects(spec: SourceConfig, store: Store) -> list[SourceObject]:
         for f in files:
             st = f.stat()
             objects.append(SourceObject(str(f), st.st_size, f"{st.st_size}-{st.st_mtime_ns}"))
-    if spec.format == "codexglue_java_cs":  # the .java files name the pairs; .cs partners are read with them
-        objects = [o for o in objects if o.name.endswith(".java")]
+    if spec.format == "codexglue_java_cs":
+        objects = _fold_partners(objects, spec, store)
     return sorted(objects, key=lambda o: o.name)
+
+
+def _fold_partners(objects: list[SourceObject], spec: SourceConfig, store: Store) -> list[SourceObject]:
+    """Code pairs: the .java files name the pairs and their .cs partners are read with them, so a
+    partner's size and ETag join the .java object's: a change to either file re-reads the pair."""
+    out = []
+    for o in (o for o in objects if o.name.endswith(".java")):
+        partner = o.name[: -len(".java")] + ".cs"
+        if partner.startswith("s3://"):
+            meta = store.head(partner)
+        else:
+            st = Path(partner).stat() if Path(partner).is_file() else None
+            meta = (st.st_size, f"{st.st_size}-{st.st_mtime_ns}") if st else None
+        out.append(SourceObject(o.name, o.size, f"{o.etag}+{meta[1] if meta else 'missing'}"))
+    return out
 
 
 def read_object(name: str, store: Store) -> bytes:

@@ -147,3 +147,15 @@ def test_run_ingest_records_counts_and_version_in_mlflow(tiny_config, store):
     assert run.data.tags["mixtune.dataset_version"] == result.dataset_version
     assert run.data.metrics["rows_read"] == 13 and run.data.metrics["rows_quarantined"] == 1
     assert run.data.metrics["files_read"] == 1
+
+
+def test_a_changed_code_partner_file_is_read_again(tiny_config, store, tmp_path):
+    (tmp_path / "pairs.java").write_text("int a() { return 1; }\nint b() { return 2; }\n")
+    (tmp_path / "pairs.cs").write_text("int A() { return 1; }\nint B() { return 2; }\n")
+    cfg = _cfg(tiny_config, SourceConfig(path=str(tmp_path / "*.java"), format="codexglue_java_cs", redact_pii=False))
+    first = write_dataset(cfg, join(store.root, "runs", "c1"), store)
+    assert first.files_read == [str(tmp_path / "pairs.java")] and first.counts["records_kept"] == 2
+    assert write_dataset(cfg, join(store.root, "runs", "c2"), store).files_read == []
+    (tmp_path / "pairs.cs").write_text("int A() { return 1; }\nint B() { return 20; }\n")
+    again = write_dataset(cfg, join(store.root, "runs", "c3"), store)
+    assert again.files_read == [str(tmp_path / "pairs.java")] and again.dataset_version != first.dataset_version
