@@ -7,10 +7,10 @@ import re
 import sys
 from pathlib import Path
 
-from components.common.config import PRESETS, ConfigError, SourceConfig, load_config
+from components.common.config import PRESETS, ConfigError, MixtuneConfig, SourceConfig, load_config
 
 
-def _config(args) -> "MixtuneConfig":  # noqa: F821
+def _config(args) -> MixtuneConfig:
     overrides = dict(kv.split("=", 1) for kv in args.set or [])
     cfg = load_config(args.config, {k: _yaml_value(v) for k, v in overrides.items()})
     if getattr(args, "data", None):
