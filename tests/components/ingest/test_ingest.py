@@ -159,3 +159,20 @@ def test_a_changed_code_partner_file_is_read_again(tiny_config, store, tmp_path)
     (tmp_path / "pairs.cs").write_text("int A() { return 1; }\nint B() { return 20; }\n")
     again = write_dataset(cfg, join(store.root, "runs", "c3"), store)
     assert again.files_read == [str(tmp_path / "pairs.java")] and again.dataset_version != first.dataset_version
+
+
+def test_duplicates_across_sources_keep_the_smallest_id(tiny_config, store):
+    import random
+    words = [f"{w}{n}" for w in ("router", "parcel", "invoice", "refund", "depot", "label") for n in range(40)]
+    texts = [" ".join(random.Random(i).sample(words, 70)) for i in range(4)]  # unrelated conversations
+    exported = [_chat(f"t{i}", text=t) for i, t in enumerate(texts)]
+    # The same conversations reach a second export: one verbatim, one with its last word changed.
+    again = [_chat("t0", text=texts[0]), _chat("t1", text=texts[1].rsplit(" ", 1)[0] + " monday"),
+             _chat("n9", text="a different question about invoices and the billing address on file")]
+    cfg = _cfg(tiny_config, SourceConfig(path=_put(store, "x/zz.jsonl", exported), name="zz"),
+               SourceConfig(path=_put(store, "y/aa.jsonl", again), name="aa"))
+    result = write_dataset(cfg, join(store.root, "runs", "x"), store)
+    c = result.counts
+    assert c["duplicates_exact"] == 1 and c["duplicates_near"] == 1 and c["records_kept"] == 5
+    kept = {r["id"] for s in ("train", "validation", "test") for r in read_records(store, join(result.records_uri, f"{s}.parquet"))}
+    assert {"aa:t0", "aa:t1", "aa:n9", "zz:t2", "zz:t3"} == kept  # "aa:" sorts first, whatever the source order
