@@ -1,0 +1,121 @@
+"""Packed encoder-decoder batches: several (input, target) examples share one encoder row and one
+decoder row, and attention keeps them apart.
+
+- encoder self-attention: block-diagonal (a token sees only its own example's tokens);
+- decoder self-attention: causal and block-diagonal;
+- cross-attention: a target token sees only the encoder tokens of its own example.
+
+T5's relative position bias depends only on the distance between two tokens, and examples are
+contiguous inside a row, so every distance a token can see is the same as when the example is alone:
+no per-segment position ids are needed. Masks are additive (0 or the dtype's minimum), which is what
+Hugging Face T5 adds to its attention scores when it is handed a 4D mask.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class PackedBatch:
+    input_ids: torch.Tensor  # [B, S]
+    decoder_input_ids: torch.Tensor  # [B, T]
+    labels: torch.Tensor  # [B, T], -100 on padding
+    enc_segments: torch.Tensor  # [B, S], 1.. per example, 0 = padding
+    dec_segments: torch.Tensor  # [B, T]
+    examples: list[list[int]]  # per row, the indexes of the examples packed into it (segment k = examples[k-1])
+
+
+def plan_rows(lengths: list[tuple[int, int]], max_source: int, max_target: int) -> list[list[int]]:
+    """First-fit decreasing: example indexes per row so that no row exceeds either length budget."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i][0], -lengths[i][1], i))
+    rows: list[list[int]] = []
+    used: list[list[int]] = []  # [source tokens, target tokens] per row
+    for i in order:
+        s, t = lengths[i]
+        if s > max_source or t > max_target:
+            raise ValueError(f"example {i} has {s}/{t} tokens, over the row budget {max_source}/{max_target}")
+        for r, (us, ut) in enumerate(used):
+            if us + s <= max_source and ut + t <= max_target:
+                rows[r].append(i)
+                used[r][0] += s
+                used[r][1] += t
+                break
+        else:
+            rows.append([i])
+            used.append([s, t])
+    return rows
+
+
+def pack(examples: list[tuple[list[int], list[int]]], rows: list[list[int]], pad_id: int,
+         decoder_start_id: int) -> PackedBatch:
+    """Lay out (input_ids, labels) examples into packed rows; decoder inputs are shifted per example."""
+    S = max(sum(len(examples[i][0]) for i in row) for row in rows)
+    T = max(sum(len(examples[i][1]) for i in row) for row in rows)
+    B = len(rows)
+    inp = torch.full((B, S), pad_id, dtype=torch.long)
+    dec = torch.full((B, T), pad_id, dtype=torch.long)
+    lab = torch.full((B, T), -100, dtype=torch.long)
+    es = torch.zeros((B, S), dtype=torch.long)
+    ds = torch.zeros((B, T), dtype=torch.long)
+    for b, row in enumerate(rows):
+        s = t = 0
+        for k, i in enumerate(row, start=1):
+            src, tgt = examples[i]
+            inp[b, s:s + len(src)] = torch.tensor(src)
+            es[b, s:s + len(src)] = k
+            lab[b, t:t + len(tgt)] = torch.tensor(tgt)
+            dec[b, t:t + len(tgt)] = torch.tensor([decoder_start_id] + tgt[:-1])  # shift inside the example
+            ds[b, t:t + len(tgt)] = k
+            s, t = s + len(src), t + len(tgt)
+    return PackedBatch(inp, dec, lab, es, ds, [list(r) for r in rows])
+
+
+def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, Q, K] bool -> [B, 1, Q, K] additive mask."""
+    mask = torch.zeros(allowed.shape, dtype=dtype)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[:, None]
+
+
+def attention_masks(batch: PackedBatch, dtype: torch.dtype = torch.float32):
+    """(encoder self, decoder self, cross) 4D additive masks for a packed batch."""
+    es, ds = batch.enc_segments, batch.dec_segments
+    enc = (es[:, :, None] == es[:, None, :]) & (es[:, :, None] > 0)
+    T = ds.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    dec = (ds[:, :, None] == ds[:, None, :]) & causal & (ds[:, :, None] > 0)
+    cross = (ds[:, :, None] == es[:, None, :]) & (ds[:, :, None] > 0)
+    # A padding query row that sees nothing would softmax over nothing: let it see itself / slot 0.
+    enc |= torch.eye(es.shape[1], dtype=torch.bool)[None] & (es[:, :, None] == 0)
+    dec |= torch.eye(T, dtype=torch.bool)[None] & (ds[:, :, None] == 0)
+    cross[..., 0] |= ds == 0
+    return _additive(enc, dtype), _additive(dec, dtype), _additive(cross, dtype)
+
+
+def packed_forward(model, batch: PackedBatch) -> torch.Tensor:
+    """Logits [B, T, V] of a Hugging Face encoder-decoder (T5) on a packed batch.
+
+    The encoder runs alone with its block-diagonal mask; the model then gets the encoder states and the
+    cross-attention mask as `attention_mask` (what T5 hands the decoder as `encoder_attention_mask`)."""
+    dtype = next(model.parameters()).dtype
+    enc_mask, dec_mask, cross_mask = attention_masks(batch, dtype)
+    device = batch.input_ids.device
+    enc_mask, dec_mask, cross_mask = enc_mask.to(device), dec_mask.to(device), cross_mask.to(device)
+    hidden = model.get_encoder()(input_ids=batch.input_ids, attention_mask=enc_mask).last_hidden_state
+    out = model(encoder_outputs=(hidden,), attention_mask=cross_mask, decoder_input_ids=batch.decoder_input_ids,
+                decoder_attention_mask=dec_mask, use_cache=False)
+    return out.logits
+
+
+def per_example_loss(logits: torch.Tensor, batch: PackedBatch, n_examples: int) -> torch.Tensor:
+    """Mean token cross-entropy of each example, in the original example order: [n_examples]."""
+    tok = F.cross_entropy(logits.float().transpose(1, 2), batch.labels, ignore_index=-100, reduction="none")
+    out = torch.zeros(n_examples, dtype=torch.float32, device=logits.device)
+    for b, row in enumerate(batch.examples):
+        for k, i in enumerate(row, start=1):
+            sel = batch.dec_segments[b] == k
+            out[i] = tok[b][sel].sum() / sel.sum()
+    return out
