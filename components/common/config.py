@@ -100,7 +100,8 @@ class DataConfig(_Strict):
     pii: PiiConfig = PiiConfig()
     dedup: DedupConfig = DedupConfig()
     incremental: bool = Field(default=True, description="re-read only source objects not seen before (by size/ETag)")
-    workers: int = Field(default=0, ge=0, description="parallel parse processes; 0 = one per core")
+    workers: int = Field(default=0, ge=0, description="parallel parse processes; 0 = one per usable core "
+                         "(set it in a pod with a CPU quota: the quota is not visible as cores)")
 
 
 class ReplayConfig(_Strict):

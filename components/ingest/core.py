@@ -52,7 +52,9 @@ def split_of(record_id: str, validation: float, test: float) -> str:
 
 
 def _workers(cfg: MixtuneConfig, jobs: int) -> int:
-    return max(1, min(jobs, cfg.data.workers or os.cpu_count() or 1))
+    # CPUs this process may run on (not the node's count); in a pod with a CPU quota set data.workers.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(jobs, cfg.data.workers or cores))
 
 
 def parse_sources(cfg: MixtuneConfig, store: Store) -> tuple[list[pa.Table], dict]:
