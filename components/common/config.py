@@ -171,6 +171,8 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(default=0.01, ge=0)
     warmup_steps: int = Field(default=30, ge=0)
     gradient_clipping: float = Field(default=1.0, gt=0)
+    packing: bool = Field(default=False, description="pack several examples per row (block-diagonal attention); "
+                          "micro_batch_size then counts rows of max_source_length/max_target_length tokens")
     zero_stage: Literal[0, 1, 2, 3] = 0
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     deepspeed_config: str | None = Field(default=None, description="a DeepSpeed JSON file; overrides the above")

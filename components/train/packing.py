@@ -28,17 +28,22 @@ class PackedBatch:
     examples: list[list[int]]  # per row, the indexes of the examples packed into it (segment k = examples[k-1])
 
 
+WINDOW = 256  # open rows searched per example: first-fit over all rows is quadratic in the data
+
+
 def plan_rows(lengths: list[tuple[int, int]], max_source: int, max_target: int) -> list[list[int]]:
-    """First-fit decreasing: example indexes per row so that no row exceeds either length budget."""
+    """First-fit decreasing over a window of open rows: example indexes per row so that no row
+    exceeds either length budget. Deterministic: it depends only on the lengths."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i][0], -lengths[i][1], i))
     rows: list[list[int]] = []
     used: list[list[int]] = []  # [source tokens, target tokens] per row
+    open_rows: list[int] = []
     for i in order:
         s, t = lengths[i]
         if s > max_source or t > max_target:
             raise ValueError(f"example {i} has {s}/{t} tokens, over the row budget {max_source}/{max_target}")
-        for r, (us, ut) in enumerate(used):
-            if us + s <= max_source and ut + t <= max_target:
+        for r in open_rows[-WINDOW:]:
+            if used[r][0] + s <= max_source and used[r][1] + t <= max_target:
                 rows[r].append(i)
                 used[r][0] += s
                 used[r][1] += t
@@ -46,6 +51,9 @@ def plan_rows(lengths: list[tuple[int, int]], max_source: int, max_target: int) 
         else:
             rows.append([i])
             used.append([s, t])
+            open_rows.append(len(rows) - 1)
+        if len(open_rows) > 4 * WINDOW:  # forget rows that left the window
+            open_rows = open_rows[-WINDOW:]
     return rows
 
 
@@ -108,6 +116,16 @@ def packed_forward(model, batch: PackedBatch) -> torch.Tensor:
     out = model(encoder_outputs=(hidden,), attention_mask=cross_mask, decoder_input_ids=batch.decoder_input_ids,
                 decoder_attention_mask=dec_mask, use_cache=False)
     return out.logits
+
+
+def token_loss(logits: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
+    """Mean cross-entropy over the batch's real target tokens: what a padded batch's loss means too."""
+    return F.cross_entropy(logits.float().transpose(1, 2), batch.labels, ignore_index=-100)
+
+
+def to_device(batch: PackedBatch, device) -> PackedBatch:
+    return PackedBatch(batch.input_ids.to(device), batch.decoder_input_ids.to(device), batch.labels.to(device),
+                       batch.enc_segments.to(device), batch.dec_segments.to(device), batch.examples)
 
 
 def per_example_loss(logits: torch.Tensor, batch: PackedBatch, n_examples: int) -> torch.Tensor:

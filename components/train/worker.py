@@ -19,6 +19,7 @@ from tqdm import tqdm
 from components.common.config import MixtuneConfig
 from components.common.storage import COMPLETE_MARKER, Store, join
 from components.train import model as model_lib
+from components.train import packing
 
 # -- data ----------------------------------------------------------------------------------------
 
@@ -38,6 +39,13 @@ def rank_batches(n: int, micro: int, rank: int, world: int, seed: int, epoch: in
     order += order[: (-n) % world]
     mine = order[rank::world]
     return [mine[i:i + micro] for i in range(0, len(mine), micro)]
+
+
+def packed_rank_batches(rows: list[list[int]], micro: int, rank: int, world: int, seed: int,
+                        epoch: int) -> list[list[list[int]]]:
+    """This rank's micro-batches of packed rows (lists of example indexes): the same sharding as
+    rank_batches, over rows instead of examples."""
+    return [[rows[i] for i in batch] for batch in rank_batches(len(rows), micro, rank, world, seed, epoch)]
 
 
 def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -130,15 +138,26 @@ def main(argv: list[str] | None = None) -> None:
     # Under KFP every redraw is a log line: redraw rarely.
     pbar = tqdm(total=max_steps, desc="train", disable=rank != 0, mininterval=10.0)
     started = window_start = time.time()
+    pad, start = job["pad_token_id"], engine.module.config.decoder_start_token_id
+    rows = (packing.plan_rows([(len(s), len(t)) for s, t in examples], cfg.model.max_source_length,
+                              cfg.model.max_target_length) if tc.packing else None)
     while step < max_steps:
-        for idx in rank_batches(len(examples), micro, rank, world, tc.seed, epoch):
-            batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], job["pad_token_id"]).items()}
-            loss = engine(**batch).loss
+        batches = (packed_rank_batches(rows, micro, rank, world, tc.seed, epoch) if tc.packing
+                   else rank_batches(len(examples), micro, rank, world, tc.seed, epoch))
+        for idx in batches:
+            if tc.packing:
+                pb = packing.to_device(packing.pack(examples, idx, pad, start), device)
+                loss = packing.token_loss(packing.packed_forward(engine, pb), pb)
+                real_tokens = float((pb.enc_segments > 0).sum() + (pb.dec_segments > 0).sum())
+            else:
+                batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], pad).items()}
+                loss = engine(**batch).loss
+                real_tokens = float(batch["attention_mask"].sum() + (batch["labels"] != -100).sum())
             engine.backward(loss)
             engine.step()
             window[0] += loss.item()
             window[1] += 1
-            window[2] += float(batch["attention_mask"].sum() + (batch["labels"] != -100).sum())
+            window[2] += real_tokens
             if engine.global_steps == step:
                 continue  # still accumulating gradients
             step = engine.global_steps
