@@ -59,7 +59,12 @@ def _words(text: str) -> list[bytes]:
 
 
 def exact_key(fields: dict) -> str:
-    return hashlib.sha256(normalise(dedup_text(fields)).encode("utf-8")).hexdigest()
+    return text_key(dedup_text(fields))
+
+
+def text_key(text: str) -> str:
+    """exact_key of a record whose dedup_text is `text` (for callers that already built it)."""
+    return hashlib.sha256(normalise(text).encode("utf-8")).hexdigest()
 
 
 def _fmix64(h: np.ndarray) -> np.ndarray:

@@ -78,8 +78,9 @@ def process_object(cfg: MixtuneConfig, spec: SourceConfig, name: str) -> tuple[b
         cols["id"].append(f"{src}:{u.id}" if ok else None)
         cols["fields"].append(encode_fields(fields) if ok else None)
         t = time.perf_counter()
-        cols["exact_key"].append(dedup.exact_key(fields) if ok else None)
-        sig = dedup.signature(dedup.dedup_text(fields), cfg.data.dedup) if ok else None
+        text = dedup.dedup_text(fields) if ok else ""
+        cols["exact_key"].append(dedup.text_key(text) if ok else None)
+        sig = dedup.signature(text, cfg.data.dedup) if ok else None
         cols["signature"].append(dedup.signature_bytes(sig) if sig is not None else None)
         spent["dedup_keys"] += time.perf_counter() - t
         cols["tasks"].append(list(spec.tasks) if ok and spec.tasks is not None else None)

@@ -49,9 +49,14 @@ def registry_for(cfg: MixtuneConfig, store: Store) -> dict[str, Task]:
     return registry
 
 
+def replay_prefix(uri: str) -> str:
+    """An earlier templates output named by its prefix or by its train.parquet: the prefix."""
+    return uri.removesuffix("/train.parquet")
+
+
 def read_replay(store: Store, uri: str) -> list[dict]:
     """Train examples of an earlier templates output (its prefix, or its train.parquet)."""
-    target = uri if uri.endswith(".parquet") else join(uri, "train.parquet")
+    target = join(replay_prefix(uri), "train.parquet")
     try:
         return read_rows(store, target)
     except FileNotFoundError:
@@ -101,7 +106,7 @@ def run_templates(cfg: MixtuneConfig, records_uri: str, artifact_root: str, pipe
         # Every dataset version the train split draws from: this one, plus the replayed run's (recursively).
         versions = [upstream["dataset_version"]]
         if replay_uri:
-            old = store.get_json(join(replay_uri.removesuffix("/train.parquet"), "manifest.json"))
+            old = store.get_json(join(replay_prefix(replay_uri), "manifest.json"))
             versions += [v for v in old.get("dataset_versions", [old["dataset_version"]]) if v not in versions]
         replay_info = {"uri": replay_uri, "ratio": cfg.templates.mixture.replay.ratio if replay_uri else 0.0,
                        "examples": mixture["replayed"],
