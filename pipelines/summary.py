@@ -39,7 +39,7 @@ def collect_summary(cfg: MixtuneConfig, store: Store, artifact_root: str, pipeli
         "quarantine_reasons": ingest.get("quarantine_reasons", {}),
         "pii": ingest.get("pii", {}),
         "files": {"read": len(ingest["files_read"]), "reused": len(ingest["files_reused"])},
-        "mixture": {t: round(v["proportion"], 3) for t, v in templates.get("tasks", {}).items()},
+        "mixture": {s: round(w, 3) for s, w in templates.get("mixture", {}).get("weights", {}).items()},
         "metrics": {k: metrics.get(k) for k in ("base", "candidate", "champion")},
         "champion_version_evaluated": None if metrics.get("champion_version") is None else str(metrics["champion_version"]),
         "n_eval": metrics.get("n_examples"),
@@ -67,7 +67,7 @@ def print_summary(summary: dict) -> None:
     con.print(f"  source files: {files['read']} read, {files['reused']} unchanged and reused"
               + (f"; PII redacted: {', '.join(f'{n} {k}' for k, n in pii.items())}" if pii else ""))
     if summary["mixture"]:
-        con.print("  train mixture: " + ", ".join(f"{t} {p:.1%}" for t, p in summary["mixture"].items()))
+        con.print("  train mixture weights (sampled at load time): " + ", ".join(f"{t} {p:.1%}" for t, p in summary["mixture"].items()))
     m = Table(title=f"ROUGE on {summary['n_eval']} test examples (F1 × 100)")
     m.add_column("model")
     keys = ["rouge1", "rouge2", "rougeL", "rougeLsum"]

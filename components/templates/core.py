@@ -1,5 +1,5 @@
-"""Templates core: records -> (instruction, target) examples for every task they can feed, then the
-train split mixed across tasks (components/templates/mixture.py).
+"""Templates core: records -> (instruction, target) examples for every task they can feed, plus the
+stream weights the loader mixes the train split by (components/templates/mixture.py).
 
 Layout under <artifact_root>/templates: {train,validation,test}.parquet (EXAMPLE_SCHEMA) and
 manifest.json, written last: a reader that finds the manifest finds complete splits.
@@ -66,7 +66,8 @@ def read_replay(store: Store, uri: str) -> list[dict]:
 
 
 def build_examples(cfg: MixtuneConfig, records: dict[str, list[dict]], registry: dict[str, Task],
-                   replay: list[dict] | None = None) -> tuple[dict[str, list[dict]], dict, dict]:
+                   replay: list[dict] | None = None,
+                   old_weights: dict[str, float] | None = None) -> tuple[dict[str, list[dict]], dict, dict]:
     """(examples per split, mixture report, unused records) from records per split."""
     t = cfg.templates
     ctx = build_context(records["train"], registry, t.seed, t.variants_per_record, t.few_shot_examples, t.tasks,
@@ -74,10 +75,11 @@ def build_examples(cfg: MixtuneConfig, records: dict[str, list[dict]], registry:
     examples, unused = {}, {}
     for split in SPLITS:
         examples[split], unused[split] = expand(records[split], split, ctx)
-    # By default the mixture is exactly what training will consume: max_steps x global batch.
+    # The report plans for what training will consume: max_steps x global batch.
     tr = cfg.train
     budget = tr.max_steps * tr.micro_batch_size * tr.gradient_accumulation_steps * tr.num_processes
-    examples["train"], mixture = mix(examples["train"], t.mixture, replay, default_total=budget)
+    examples["train"], mixture = mix(examples["train"], t.mixture, replay, default_total=budget,
+                                     old_weights=old_weights)
     unused_report = {"count": sum(len(v) for v in unused.values()),
                      "by_split": {s: len(v) for s, v in unused.items()},
                      "sample": sorted(i for v in unused.values() for i in v)[:20]}
@@ -92,11 +94,13 @@ def run_templates(cfg: MixtuneConfig, records_uri: str, artifact_root: str, pipe
     upstream = store.get_json(join(records_uri, "manifest.json"))
     replay_uri = cfg.templates.mixture.replay.examples_uri
     replay = read_replay(store, replay_uri) if replay_uri else None
+    old_manifest = store.get_json(join(replay_prefix(replay_uri), "manifest.json")) if replay_uri else {}
     out = join(artifact_root, "templates")
     with step_run(cfg, pipeline_run, "templates"):
         start = time.perf_counter()
         records = {split: read_records(store, join(records_uri, f"{split}.parquet")) for split in SPLITS}
-        examples, mixture, unused = build_examples(cfg, records, registry, replay)
+        examples, mixture, unused = build_examples(cfg, records, registry, replay,
+                                                   old_manifest.get("mixture", {}).get("weights"))
         used: Counter = Counter()
         task_rows: dict[str, dict[str, int]] = {}
         for split in SPLITS:
@@ -106,10 +110,10 @@ def run_templates(cfg: MixtuneConfig, records_uri: str, artifact_root: str, pipe
         # Every dataset version the train split draws from: this one, plus the replayed run's (recursively).
         versions = [upstream["dataset_version"]]
         if replay_uri:
-            old = store.get_json(join(replay_prefix(replay_uri), "manifest.json"))
-            versions += [v for v in old.get("dataset_versions", [old["dataset_version"]]) if v not in versions]
+            old = old_manifest.get("dataset_versions", [old_manifest["dataset_version"]])
+            versions += [v for v in old if v not in versions]
         replay_info = {"uri": replay_uri, "ratio": cfg.templates.mixture.replay.ratio if replay_uri else 0.0,
-                       "examples": mixture["replayed"],
+                       "examples": mixture["replay_examples"], "planned_draws": mixture["replayed"],
                        "by_task": {t: v["replayed"] for t, v in mixture["tasks"].items() if v["replayed"]}}
         result = TemplatesResult(
             out, upstream["dataset_version"], {s: len(examples[s]) for s in SPLITS}, dict(sorted(used.items())),
@@ -117,7 +121,7 @@ def run_templates(cfg: MixtuneConfig, records_uri: str, artifact_root: str, pipe
         store.put_json(join(out, "manifest.json"), {**asdict(result), "mixture": mixture, "dataset_versions": versions})
 
         mlflow.log_metrics({f"examples_{s}": float(n) for s, n in result.split_rows.items()})
-        mlflow.log_metrics({f"mixture_rate_{t}": v["rate"] for t, v in mixture["tasks"].items()})
+        mlflow.log_metrics({f"mixture_weight_{s.replace('/', '_')}": w for s, w in mixture["weights"].items()})
         mlflow.log_metrics({f"mixture_count_{t}": float(v["count"]) for t, v in mixture["tasks"].items()})
         mlflow.log_metrics({"replay_examples": float(mixture["replayed"]), "unused_records": float(unused["count"]),
                             "templates_seconds": time.perf_counter() - start})

@@ -1,19 +1,25 @@
-"""Task mixing for the train split: examples-proportional with a cap and a temperature, plus replay.
+"""Task mixing for the train split: stream weights the loader samples by, plus replay.
 
 rate_t ∝ min(n_t, K)^(1/T) as in seqio/FLAN: the cap K stops a huge task from drowning the others,
-T > 1 flattens towards uniform. Counts are largest-remainder rounded so they sum to the mixture size
-exactly; a task asked for more examples than it has repeats in whole passes (small tasks upsampled).
-Replay mixes a fraction of a previous run's train examples back in so retraining keeps old skills.
+T > 1 flattens towards uniform. Nothing is drawn here: the train split keeps every example, and the
+loader samples streams by these weights at load time, so a new weighting needs no re-tokenization
+(`train.loader.mixture_weights`). A stream is a task ("summarization") or a replayed task
+("replay/summarization"): replay rehearses a previous run's train examples, with its own weights,
+so retraining keeps old skills. The report states what the training budget will draw from each.
 """
 from __future__ import annotations
 
 import math
-import random
 
 from components.common.config import MixtureConfig
 
 REPLAY_PREFIX = "replay:"
-REPEAT_SEP = "@"  # "<id>@2": the third pass over a task's examples, so ids stay unique
+REPLAY_STREAM = "replay/"
+
+
+def stream_of(row: dict) -> str:
+    """The loader stream of an example row: its task, or replay/<task> for a replayed example."""
+    return (REPLAY_STREAM if row["id"].startswith(REPLAY_PREFIX) else "") + row["task"]
 
 
 def mixture_rates(n: dict[str, int], cap: int, temperature: float) -> dict[str, float]:
@@ -35,62 +41,74 @@ def largest_remainder(total: int, rates: dict[str, float]) -> dict[str, int]:
     return counts
 
 
-def draw(rows: list[dict], count: int, rng: random.Random) -> list[dict]:
-    """`count` rows: a sample without replacement, or whole passes plus a sampled remainder."""
-    if count <= 0 or not rows:
-        return []
-    rows = sorted(rows, key=lambda r: r["id"])  # independent of the order rows arrived in
-    passes, rest = divmod(count, len(rows))
-    out = [r if p == 0 else {**r, "id": f"{r['id']}{REPEAT_SEP}{p}"} for p in range(passes) for r in rows]
-    tail = sorted(rng.sample(range(len(rows)), rest))
-    out += [rows[i] if passes == 0 else {**rows[i], "id": f"{rows[i]['id']}{REPEAT_SEP}{passes}"} for i in tail]
-    return out
+def replay_rates(replay: list[dict], old_weights: dict[str, float] | None) -> dict[str, float]:
+    """Per task share inside the replayed part: the old run's own stream weights summed by task
+    (its replay streams included, so rehearsal chains keep every generation), else its row counts."""
+    tasks = {r["task"] for r in replay}
+    if old_weights:
+        by_task: dict[str, float] = {}
+        for stream, w in old_weights.items():
+            task = stream.removeprefix(REPLAY_STREAM)
+            if task in tasks:
+                by_task[task] = by_task.get(task, 0.0) + w
+        total = sum(by_task.values())
+        if total > 0:
+            return {t: w / total for t, w in sorted(by_task.items())}
+    n: dict[str, int] = {}
+    for r in replay:
+        n[r["task"]] = n.get(r["task"], 0) + 1
+    return {t: c / len(replay) for t, c in sorted(n.items())}
 
 
 def mix(train: list[dict], cfg: MixtureConfig, replay: list[dict] | None = None,
-        default_total: int | None = None) -> tuple[list[dict], dict]:
-    """The shuffled train mixture and its report. `replay`: a previous mixture's train rows, or None.
-    Size: cfg.total_examples, else `default_total` (the caller's training budget), else sum of min(n_t, K)."""
-    by_task: dict[str, list[dict]] = {}
+        default_total: int | None = None, old_weights: dict[str, float] | None = None) -> tuple[list[dict], dict]:
+    """(every train row plus the replayed rows, sorted by id; the mixture report with stream weights).
+    `replay`: a previous run's train rows, or None; `old_weights`: that run's stream weights.
+    Budget: cfg.total_examples, else `default_total` (the training budget), else sum of min(n_t, K)."""
+    n: dict[str, int] = {}
     for row in train:
-        by_task.setdefault(row["task"], []).append(row)
-    n = {t: len(rows) for t, rows in sorted(by_task.items())}
+        n[row["task"]] = n.get(row["task"], 0) + 1
+    n = dict(sorted(n.items()))
     rates = mixture_rates(n, cfg.cap, cfg.temperature)
-    total = cfg.total_examples or default_total or sum(min(c, cfg.cap) for c in n.values())
-    replayed_n = math.floor(cfg.replay.ratio * total + 0.5) if replay is not None else 0
-    if replay is not None and replayed_n and not replay:
+    if replay is not None and not replay and cfg.replay.ratio > 0:
         raise ValueError(f"templates.mixture.replay.examples_uri {cfg.replay.examples_uri}: "
                          "no train examples to replay")
-    new_total = total - replayed_n if rates else 0
-    counts = largest_remainder(new_total, rates)
+    ratio = cfg.replay.ratio if replay else 0.0
+    old_rates = replay_rates(replay, old_weights) if replay and ratio > 0 else {}
+    if not rates:  # no new examples: replay alone (or nothing)
+        ratio = 1.0 if old_rates else 0.0
+    weights = {t: (1.0 - ratio) * r for t, r in rates.items()}
+    weights.update({REPLAY_STREAM + t: ratio * r for t, r in old_rates.items()})
 
-    out: list[dict] = []
-    for t, c in counts.items():
-        out += draw(by_task[t], c, random.Random(f"{cfg.seed}|{t}"))
-    old = draw(replay or [], replayed_n, random.Random(f"{cfg.seed}|replay"))
-    out += [{**r, "id": REPLAY_PREFIX + r["id"], "template_kind": r.get("template_kind") or ""} for r in old]
-    out.sort(key=lambda r: r["id"])
-    random.Random(f"{cfg.seed}|shuffle").shuffle(out)
-    return out, report(n, rates, counts, old, len(out), cfg)
+    total = cfg.total_examples or default_total or sum(min(c, cfg.cap) for c in n.values())
+    replayed_n = math.floor(ratio * total + 0.5)
+    counts = largest_remainder(total - replayed_n, rates)
+    replay_counts = largest_remainder(replayed_n, old_rates)
+    old = [{**r, "id": REPLAY_PREFIX + r["id"], "template_kind": r.get("template_kind") or ""}
+           for r in (replay or [])] if ratio > 0 else []
+    rows = sorted(train + old, key=lambda r: r["id"])
+    return rows, report(n, rates, counts, old, replay_counts, weights, total, cfg)
 
 
-def report(n: dict[str, int], rates: dict[str, float], counts: dict[str, int], replayed: list[dict],
-           final: int, cfg: MixtureConfig) -> dict:
-    """Per task: available examples, target rate, drawn count, its effective proportion, epochs, replay."""
+def report(n: dict[str, int], rates: dict[str, float], counts: dict[str, int], old: list[dict],
+           replay_counts: dict[str, int], weights: dict[str, float], total: int, cfg: MixtureConfig) -> dict:
+    """Per task: examples available, target rate, expected draws over the budget, their share, epochs."""
     new_total = sum(counts.values())
-    old: dict[str, int] = {}
-    for r in replayed:
-        old[r["task"]] = old.get(r["task"], 0) + 1
+    old_n: dict[str, int] = {}
+    for r in old:
+        old_n[r["task"]] = old_n.get(r["task"], 0) + 1
     tasks = {}
-    for t in sorted(set(n) | set(old)):
-        c, avail, back = counts.get(t, 0), n.get(t, 0), old.get(t, 0)
+    for t in sorted(set(n) | set(old_n)):
+        c, avail, back = counts.get(t, 0), n.get(t, 0), replay_counts.get(t, 0)
         tasks[t] = {
             "available": avail, "rate": rates.get(t, 0.0), "count": c,
-            "proportion": c / new_total if new_total else 0.0,  # effective share of the new mixture
+            "proportion": c / new_total if new_total else 0.0,  # share of the new part of the budget
             "epochs": c / avail if avail else 0.0,
-            "replayed": back, "replay_share": back / final if final else 0.0,
-            "share": (c + back) / final if final else 0.0,  # share of the final train set
+            "replay_available": old_n.get(t, 0), "replayed": back,
+            "replay_share": back / total if total else 0.0,
+            "share": (c + back) / total if total else 0.0,  # share of everything training draws
         }
-    return {"cap": cfg.cap, "temperature": cfg.temperature, "seed": cfg.seed, "total": final,
-            "new": new_total, "replayed": len(replayed), "replay_ratio": cfg.replay.ratio if replayed else 0.0,
-            "replay_uri": cfg.replay.examples_uri, "tasks": tasks}
+    return {"cap": cfg.cap, "temperature": cfg.temperature, "total": total, "new": new_total,
+            "replayed": sum(replay_counts.values()), "replay_examples": len(old),
+            "replay_ratio": weights and sum(w for s, w in weights.items() if s.startswith(REPLAY_STREAM)),
+            "replay_uri": cfg.replay.examples_uri, "weights": dict(sorted(weights.items())), "tasks": tasks}

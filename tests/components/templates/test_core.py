@@ -40,7 +40,10 @@ def test_run_templates_end_to_end(tiny_config, store, records):
     assert manifest["split_rows"] == res.split_rows and manifest["template_counts"] == res.template_counts
     # train: 40 records per task (+40 summarization from topic records, +1 topic-only record), capped at 30
     assert res.tasks["summarization"]["available"] == 80 and res.tasks["dialogue_topic"]["available"] == 41
-    assert res.split_rows["train"] == 5 * 30 and all(t["count"] == 30 for t in res.tasks.values())
+    # every example is kept (the loader samples by weight); the plan draws 30 from each capped task
+    assert res.split_rows["train"] == sum(t["available"] for t in res.tasks.values()) == 241
+    assert all(t["count"] == 30 for t in res.tasks.values())
+    assert manifest["mixture"]["weights"] == pytest.approx({t: 0.2 for t in TASKS})
     assert res.unused_records["by_split"] == {"train": 1, "validation": 1, "test": 1}
     assert res.unused_records["sample"][0] == "src:useless-test"
     assert res.task_rows["validation"] == {"code_translation": 10, "dialogue_topic": 10, "ner": 10,
@@ -62,8 +65,8 @@ def test_run_templates_end_to_end(tiny_config, store, records):
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
     run = client.search_runs([exp.experiment_id], "tags.`mixtune.step` = 'templates'")[0]
     assert run.data.tags["mixtune.dataset_version"] == "v-test"
-    assert run.data.metrics["examples_train"] == 150 and run.data.metrics["mixture_count_ner"] == 30
-    assert run.data.metrics["mixture_rate_ner"] == pytest.approx(0.2)
+    assert run.data.metrics["examples_train"] == 241 and run.data.metrics["mixture_count_ner"] == 30
+    assert run.data.metrics["mixture_weight_ner"] == pytest.approx(0.2)
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "templates")}
     assert arts == {"templates/registry.json", "templates/mixture.json"}
 
@@ -79,12 +82,15 @@ def test_replay_from_a_previous_run_and_missing_source(tiny_config, store, recor
     res = run_templates(cfg, new_uri, join(store.root, "runs", "new"), "new")
     train = read_rows(store, join(res.examples_uri, "train.parquet"))
     replayed = [r for r in train if r["id"].startswith("replay:")]
-    assert len(train) == 61 and len(replayed) == res.replay["examples"] == 15  # 0.25 of N = 60 + 1 topic
-    assert {r["task"] for r in replayed} <= {"summarization", "ner"}
+    old_train = read_rows(store, join(first.examples_uri, "train.parquet"))
+    assert len(replayed) == res.replay["examples"] == len(old_train) and len(train) == 61 + len(old_train)
+    assert res.replay["planned_draws"] == 15  # 0.25 of the budget of 60 + 1 topic
+    assert {r["task"] for r in replayed} == {r["task"] for r in old_train} >= {"summarization", "ner"}
+    weights = store.get_json(join(res.examples_uri, "manifest.json"))["mixture"]["weights"]
+    assert sum(w for s, w in weights.items() if s.startswith("replay/")) == pytest.approx(0.25)
     # Both dataset versions the mixture draws from are recorded, for the model's lineage.
     assert store.get_json(join(res.examples_uri, "manifest.json"))["dataset_versions"] == ["v2", "v-test"]
-    assert res.replay["by_task"] == {t: sum(r["task"] == t for r in replayed) for t in ("summarization", "ner")
-                                     if any(r["task"] == t for r in replayed)}
+    assert sum(res.replay["by_task"].values()) == 15 and set(res.replay["by_task"]) <= {r["task"] for r in old_train}
     assert res.tasks["code_translation"]["count"] == 45 and res.tasks["dialogue_topic"]["count"] == 1
     missing = replay.model_copy(update={"examples_uri": join(store.root, "runs", "nowhere", "templates")})
     cfg = with_templates(tiny_config, mixture=tiny_config.templates.mixture.model_copy(update={"replay": missing}))
@@ -107,8 +113,9 @@ def test_registry_from_config_local_or_s3_and_task_filter(tiny_config, store, tm
     records_uri = write_records(store, join(store.root, "records"), {t: 10 for t in TASKS}, records)
     res = run_templates(with_templates(tiny_config, tasks=["ner", "review_rating"]), records_uri,
                         join(store.root, "runs", "f"), "f")
-    # By default the mixture is the training budget: max_steps x micro batch x accumulation x processes.
+    # By default the plan is the training budget: max_steps x micro batch x accumulation x processes.
     t = tiny_config.train
     budget = t.max_steps * t.micro_batch_size * t.gradient_accumulation_steps * t.num_processes
-    assert set(res.tasks) == {"ner", "review_rating"} and res.split_rows["train"] == budget
+    assert set(res.tasks) == {"ner", "review_rating"}
+    assert res.split_rows["train"] == sum(v["available"] for v in res.tasks.values())
     assert {k: v["count"] for k, v in res.tasks.items()} == {"ner": budget // 2, "review_rating": budget // 2}

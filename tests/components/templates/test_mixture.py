@@ -1,10 +1,8 @@
 import math
-from collections import Counter
-
 import pytest
 
 from components.common.config import MixtureConfig, ReplayConfig
-from components.templates.mixture import REPLAY_PREFIX, largest_remainder, mix, mixture_rates
+from components.templates.mixture import REPLAY_PREFIX, largest_remainder, mix, mixture_rates, stream_of
 
 N = {"a": 100, "b": 10, "c": 1000}
 
@@ -35,12 +33,12 @@ def test_largest_remainder_rounding():
 
 @pytest.mark.parametrize("temperature,expected", [(1.0, {"a": 100, "b": 10, "c": 200}),
                                                   (2.0, {"a": 113, "b": 36, "c": 161})])
-def test_mix_counts_proportions_and_epochs(temperature, expected):
+def test_report_plans_counts_proportions_and_epochs(temperature, expected):
     cfg = MixtureConfig(cap=200, temperature=temperature)
     out, rep = mix(rows(N), cfg)
-    assert len(out) == rep["total"] == 310 and rep["replayed"] == 0
-    assert Counter(r["task"] for r in out) == expected
-    assert len({r["id"] for r in out}) == 310  # repeats get distinct ids
+    assert rep["total"] == 310 and rep["replayed"] == 0 and rep["replay_examples"] == 0
+    assert len(out) == sum(N.values())  # nothing drawn: the loader samples every example by weight
+    assert rep["weights"] == pytest.approx(mixture_rates(N, 200, temperature))
     for t, info in rep["tasks"].items():
         assert info["available"] == N[t] and info["count"] == expected[t]
         assert abs(info["proportion"] - info["rate"]) <= 1 / 310  # within rounding
@@ -48,45 +46,44 @@ def test_mix_counts_proportions_and_epochs(temperature, expected):
         assert info["share"] == pytest.approx(info["proportion"]) and info["replayed"] == 0
 
 
-def test_small_tasks_repeat_in_whole_passes():
-    out, rep = mix(rows(N), MixtureConfig(cap=200, temperature=2.0))
-    b = Counter(r["record_id"] for r in out if r["task"] == "b")
-    assert len(b) == 10 and sorted(b.values()) == [3] * 4 + [4] * 6  # 36 = 3 passes + 6
-    assert rep["tasks"]["b"]["epochs"] == pytest.approx(3.6)
-    c = Counter(r["record_id"] for r in out if r["task"] == "c")
-    assert len(c) == 161 and set(c.values()) == {1}  # sampled without replacement
+def test_rows_are_every_example_sorted_and_independent_of_input_order():
+    out, _ = mix(rows(N), MixtureConfig(cap=200))
+    again, _ = mix(list(reversed(rows(N))), MixtureConfig(cap=200))
+    assert [r["id"] for r in out] == [r["id"] for r in again] == sorted(r["id"] for r in rows(N))
+    assert {stream_of(r) for r in out} == {"a", "b", "c"}
 
 
-def test_total_examples_override_and_determinism():
-    cfg = MixtureConfig(cap=200, temperature=1.0, total_examples=1000, seed=5)
+def test_total_examples_sets_the_planned_budget_only():
+    cfg = MixtureConfig(cap=200, temperature=1.0, total_examples=1000)
     out, rep = mix(rows(N), cfg)
-    assert len(out) == 1000 and rep["total"] == 1000
-    assert Counter(r["task"] for r in out) == largest_remainder(1000, mixture_rates(N, 200, 1.0))
-    again, _ = mix(list(reversed(rows(N))), cfg)  # input order does not matter
-    assert [r["id"] for r in again] == [r["id"] for r in out]
-    other, _ = mix(rows(N), cfg.model_copy(update={"seed": 6}))
-    assert [r["id"] for r in other] != [r["id"] for r in out]
-    assert [r["task"] for r in out[:50]] != sorted(r["task"] for r in out[:50])  # shuffled across tasks
+    assert len(out) == 1110 and rep["total"] == 1000
+    assert {t: v["count"] for t, v in rep["tasks"].items()} == largest_remainder(1000, mixture_rates(N, 200, 1.0))
+    _, by_budget = mix(rows(N), MixtureConfig(cap=200), default_total=620)
+    assert by_budget["total"] == 620 and by_budget["tasks"]["b"]["epochs"] == pytest.approx(2.0)
 
 
-def test_replay_ratio_is_exact_and_size_stays_n():
+def test_replay_weights_follow_the_old_runs_weights():
     old = rows({"a": 40, "legacy": 60}, prefix="old")
     cfg = MixtureConfig(cap=200, replay=ReplayConfig(examples_uri="s3://b/prev/templates", ratio=0.3))
-    out, rep = mix(rows(N), cfg, replay=old)
+    out, rep = mix(rows(N), cfg, replay=old, old_weights={"a": 0.5, "legacy": 0.25, "replay/legacy": 0.25})
     replayed = [r for r in out if r["id"].startswith(REPLAY_PREFIX)]
-    assert len(out) == 310 and len(replayed) == rep["replayed"] == math.floor(0.3 * 310 + 0.5) == 93
-    assert rep["new"] == 310 - 93 and len({r["id"] for r in out}) == 310
-    assert {r["task"] for r in replayed} == {"a", "legacy"}  # tasks kept, even ones not in the new data
-    assert all(r["id"][len(REPLAY_PREFIX):].split("@")[0] in {o["id"] for o in old} for r in replayed)
-    for t, info in rep["tasks"].items():
-        assert info["replayed"] == sum(r["task"] == t for r in replayed)
-        assert info["replay_share"] == pytest.approx(info["replayed"] / 310)
-    assert rep["tasks"]["legacy"]["available"] == 0 and rep["tasks"]["legacy"]["count"] == 0
-    assert sum(i["replay_share"] for i in rep["tasks"].values()) == pytest.approx(93 / 310)
-    # The new part keeps its mixture rates at the smaller size.
-    assert Counter(r["task"] for r in out if r not in replayed) == largest_remainder(217, mixture_rates(N, 200, 1.0))
-    # A tiny replay source repeats to fill its share.
-    out, rep = mix(rows(N), cfg, replay=old[:5])
-    assert rep["replayed"] == 93 and sum(r["id"].startswith(REPLAY_PREFIX) for r in out) == 93
+    assert len(replayed) == rep["replay_examples"] == 100 and len(out) == 1110 + 100
+    assert {stream_of(r) for r in replayed} == {"replay/a", "replay/legacy"}
+    w = rep["weights"]
+    assert sum(w.values()) == pytest.approx(1.0) and rep["replay_ratio"] == pytest.approx(0.3)
+    # old weights summed by task (its own replay stream included): a 0.5, legacy 0.5 of the replayed 30 %
+    assert w["replay/a"] == pytest.approx(0.15) and w["replay/legacy"] == pytest.approx(0.15)
+    assert w["a"] == pytest.approx(0.7 * 100 / 310)
+    assert rep["replayed"] == math.floor(0.3 * 310 + 0.5) == 93 and rep["new"] == 217
+    assert rep["tasks"]["legacy"]["available"] == 0 and rep["tasks"]["legacy"]["replay_available"] == 60
+    # A run without weights in its manifest: shares by its row counts.
+    _, rep = mix(rows(N), cfg, replay=old)
+    assert rep["weights"]["replay/legacy"] == pytest.approx(0.3 * 0.6)
     with pytest.raises(ValueError, match="s3://b/prev/templates: no train examples to replay"):
         mix(rows(N), cfg, replay=[])
+
+
+def test_replay_alone_when_no_new_examples():
+    cfg = MixtureConfig(replay=ReplayConfig(examples_uri="s3://b/prev/templates", ratio=0.3))
+    _, rep = mix([], cfg, replay=rows({"a": 4}, prefix="old"), default_total=10)
+    assert rep["weights"] == {"replay/a": 1.0} and rep["replayed"] == 10
