@@ -1,1 +1,1 @@
-"""Step 3, shards: tokenize examples with the base model's tokenizer into Parquet shards + manifest."""
+"""Step 3, shards: tokenize examples with the base model's tokenizer into per-stream Parquet shards + manifest."""

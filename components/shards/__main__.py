@@ -16,9 +16,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pipeline-run", required=True, help="pipeline run name (MLflow parent run)")
     args = p.parse_args(argv)
     result = run_shards(load_config(args.config), args.examples_uri, args.artifact_root, args.pipeline_run)
-    splits = {k: {"rows": v["rows"], "shards": len(v["shards"])} for k, v in result.manifest["splits"].items()}
+    splits = {k: {"rows": v["rows"], "shards": len(v["shards"]), "streams": {s: x["rows"] for s, x in v["streams"].items()}}
+              for k, v in result.manifest["splits"].items()}
     print(json.dumps({"shards_uri": result.shards_uri, "vocab_size": result.manifest["vocab_size"],
-                      "splits": splits}, indent=2))
+                      "splits": splits, "tokenize": result.manifest["tokenize"]}, indent=2))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from kfp.dsl import Metrics, Output
 def shards(
     config_json: str, pipeline_run: str, artifact_root: str, examples_uri: str, metrics: Output[Metrics]
 ) -> NamedTuple("ShardsOutputs", [("shards_uri", str)]):
-    """Tokenize examples with the base model's tokenizer into Parquet shards with a manifest."""
+    """Tokenize examples with the base model's tokenizer into per-stream Parquet shards with a manifest."""
     from collections import namedtuple
 
     from components.common.config import config_from_json
@@ -18,7 +18,9 @@ def shards(
     metrics.log_metric("vocab_size", r.manifest["vocab_size"])
     for split, info in r.manifest["splits"].items():
         metrics.log_metric(f"{split}_rows", info["rows"])
-        metrics.log_metric(f"{split}_source_tokens", sum(s["source_tokens"] for s in info["shards"]))
+        metrics.log_metric(f"{split}_source_tokens", info["source_tokens"])
+        metrics.log_metric(f"{split}_target_tokens", info["target_tokens"])
+    metrics.log_metric("tokens_per_second", r.manifest["tokenize"]["tokens_per_second"])
     return namedtuple("ShardsOutputs", ["shards_uri"])(r.shards_uri)
 
 

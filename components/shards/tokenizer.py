@@ -1,7 +1,8 @@
 """The tokenizer used by shards, training and evaluation alike.
 
 A named tokenizer or the base model's is loaded as is. For the offline `tiny` base, a T5-style
-Unigram tokenizer (<pad>=0, </s>=1, <unk>=2, </s> appended) is trained on the training text.
+Unigram tokenizer (<pad>=0, </s>=1, <unk>=2, </s> appended) is trained on the training text, which
+arrives as an iterator (of strings or of batches of strings), so it is never all in memory at once.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from components.common.config import MixtuneConfig
 SPECIALS = ["<pad>", "</s>", "<unk>"]
 
 
-def train_unigram(texts: Iterable[str], vocab_size: int):
+def train_unigram(texts: Iterable[str] | Iterable[list[str]], vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -31,7 +32,7 @@ def train_unigram(texts: Iterable[str], vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
-def build_tokenizer(cfg: MixtuneConfig, train_texts: Iterable[str]):
+def build_tokenizer(cfg: MixtuneConfig, train_texts: Iterable[str] | Iterable[list[str]]):
     from transformers import AutoTokenizer
 
     if cfg.model.tokenizer:

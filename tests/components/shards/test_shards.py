@@ -1,12 +1,19 @@
-import hashlib
+"""The shards step end to end on real S3: layout, manifest (format_version 2) and MLflow."""
+from __future__ import annotations
 
-import pyarrow.parquet as pq
+import hashlib
 import io
+import math
+
+import mlflow
+import pyarrow.parquet as pq
 
 from components.common.config import SourceConfig
+from components.common.schemas import SPLITS
 from components.common.storage import join
 from components.ingest.core import run_ingest
-from components.shards.core import run_shards
+from components.shards.core import run_shards, write_shards
+from components.shards.streams import stream_dir
 from components.shards.tokenizer import train_unigram
 from components.templates.core import run_templates
 from pipelines.sample_data import generate, write_jsonl
@@ -28,30 +35,58 @@ def test_trained_tokenizer_is_t5_like():
     assert tok.decode(ids, skip_special_tokens=True) == "order 123456"
 
 
-def test_shards_manifest_matches_objects(tiny_config, store, tmp_path):
-    cfg = tiny_config.model_copy(update={"shards": tiny_config.shards.model_copy(update={"rows_per_shard": 40})})
-    cfg, root, tmpl = _examples(cfg, store, tmp_path, "s1")
+def test_shards_manifest_matches_objects(shards_config, store, tmp_path):
+    cfg, root, tmpl = _examples(shards_config(rows_per_shard=40), store, tmp_path, "s1")
     res = run_shards(cfg, tmpl.examples_uri, root, "s1")
-    m = store.get_json(join(root, "shards", "manifest.json"))
-    assert m == res.manifest and m["dataset_version"] == tmpl.dataset_version
-    assert m["splits"]["train"]["rows"] == tmpl.split_rows["train"]
-    assert len(m["splits"]["train"]["shards"]) == -(-tmpl.split_rows["train"] // 40)
-    for info in m["splits"].values():
-        for shard in info["shards"]:
-            data = store.get_bytes(shard["uri"])
-            assert hashlib.sha256(data).hexdigest() == shard["sha256"]
-            table = pq.read_table(io.BytesIO(data))
-            assert table.num_rows == shard["rows"]
-            ids = table.column("input_ids").to_pylist()
-            labels = table.column("labels").to_pylist()
-            assert sum(map(len, ids)) == shard["source_tokens"]
-            assert all(x[-1] == m["eos_token_id"] or len(x) == m["max_source_length"] for x in ids)
-            assert all(len(x) <= m["max_target_length"] for x in labels)
+    out = join(root, "shards")
+    m = store.get_json(join(out, "manifest.json"))
+    upstream = store.get_json(join(tmpl.examples_uri, "manifest.json"))
+    assert m == res.manifest and res.shards_uri == out
+    assert (m["format"], m["format_version"], m["rows_per_shard"]) == ("parquet", 2, 40)
+    assert m["dataset_version"] == tmpl.dataset_version and m["dataset_versions"] == upstream["dataset_versions"]
+    weights = (upstream.get("mixture") or {}).get("weights")
+    assert m["mixture_weights"] == (weights or {s: v["rows"] / m["splits"]["train"]["rows"]
+                                                for s, v in m["splits"]["train"]["streams"].items()})
+    assert m["tokenize"]["workers"] >= 1 and m["tokenize"]["tokens_per_second"] > 0
+    for split in SPLITS:
+        info = m["splits"][split]
+        assert info["rows"] == tmpl.split_rows[split] == sum(s["rows"] for s in info["streams"].values())
+        # The flattened list is every stream's shards, stream by stream, each tagged with its stream.
+        assert info["shards"] == [{**e, "stream": s} for s, v in info["streams"].items() for e in v["shards"]]
+        for stream, sv in info["streams"].items():
+            assert len(sv["shards"]) == math.ceil(sv["rows"] / 40)
+            assert all(e["rows"] == 40 for e in sv["shards"][:-1])
+            for k, entry in enumerate(sv["shards"]):
+                assert entry["uri"] == join(out, split, stream_dir(stream), f"shard-{k:05d}.parquet")
+                data = store.get_bytes(entry["uri"])
+                assert (hashlib.sha256(data).hexdigest(), len(data)) == (entry["sha256"], entry["bytes"])
+                table = pq.read_table(io.BytesIO(data))
+                assert table.num_rows == entry["rows"] and set(table.column("task").to_pylist()) == {sv["task"]}
+                ids, labels = table.column("input_ids").to_pylist(), table.column("labels").to_pylist()
+                assert (sum(map(len, ids)), sum(map(len, labels))) == (entry["source_tokens"], entry["target_tokens"])
+                assert all(x[-1] == m["eos_token_id"] for x in ids + labels)
+                assert all(len(x) <= m["max_source_length"] for x in ids)
+                assert all(len(x) <= m["max_target_length"] for x in labels)
+        assert info["source_tokens"] == sum(e["source_tokens"] for e in info["shards"])
+        assert info["source_lengths"]["count"] == info["rows"]
+        assert sum(info["target_lengths"]["histogram"]) == info["rows"]
     assert store.exists(join(m["tokenizer_uri"], "tokenizer.json"))
+    run = mlflow.search_runs(search_all_experiments=True, filter_string="tags.mlflow.runName = 'shards'",
+                             output_format="list")[0]
+    assert run.data.metrics["train_rows"] == m["splits"]["train"]["rows"]
+    assert run.data.metrics["tokens_per_second"] == m["tokenize"]["tokens_per_second"]
 
 
-def test_shards_with_the_real_t5_tokenizer(tiny_config, store, tmp_path, t5_tokenizer_path):
-    cfg = tiny_config.model_copy(update={"model": tiny_config.model.model_copy(update={"tokenizer": str(t5_tokenizer_path)})})
-    cfg, root, tmpl = _examples(cfg, store, tmp_path, "s2")
-    m = run_shards(cfg, tmpl.examples_uri, root, "s2").manifest
+def test_shards_with_the_real_t5_tokenizer(shards_config, store, examples_uri, t5_tokenizer_path):
+    from transformers import AutoTokenizer
+
+    cfg = shards_config(tokenizer=str(t5_tokenizer_path), workers=2, batch_size=50)
+    m = write_shards(cfg, examples_uri, join(store.root, "runs", "s2"), store).manifest
     assert m["vocab_size"] == 32100 and (m["pad_token_id"], m["eos_token_id"]) == (0, 1)
+    entry = m["splits"]["validation"]["shards"][0]
+    shard = pq.read_table(io.BytesIO(store.get_bytes(entry["uri"]))).to_pylist()
+    examples = {r["id"]: r for r in pq.read_table(io.BytesIO(store.get_bytes(
+        join(examples_uri, "validation.parquet")))).to_pylist()}
+    tok = AutoTokenizer.from_pretrained(t5_tokenizer_path)
+    want = tok([examples[r["id"]]["inputs"] for r in shard], truncation=True, max_length=cfg.model.max_source_length)
+    assert [r["input_ids"] for r in shard] == want["input_ids"]
