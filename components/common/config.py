@@ -112,13 +112,14 @@ class ReplayConfig(_Strict):
 
 
 class MixtureConfig(_Strict):
-    """Examples-proportional mixing as in seqio/FLAN: rate of task t proportional to min(n_t, cap)^(1/temperature)."""
+    """Examples-proportional mixing as in seqio/FLAN: rate of task t proportional to min(n_t, cap)^(1/temperature).
+    The rates become stream weights the loader samples by (train.loader.mixture_weights overrides them)."""
 
     cap: int = Field(default=3000, ge=1, description="K: examples of a task counted at most")
     temperature: float = Field(default=1.0, gt=0.0, description="T > 1 flattens the mixture towards uniform")
     total_examples: int | None = Field(
-        default=None, ge=1, description="train mixture size; None = the training budget (max_steps x global batch)")
-    seed: int = 17
+        default=None, ge=1, description="examples the mixture report plans for (draws, epochs per task); "
+        "None = the training budget (max_steps x global batch). The loader samples by weight at load time")
     replay: ReplayConfig = ReplayConfig()
 
 
@@ -157,8 +158,49 @@ class ModelConfig(_Strict):
 
 
 class ShardsConfig(_Strict):
-    rows_per_shard: int = Field(default=5000, ge=1)
+    rows_per_shard: int = Field(default=5000, ge=1, description="rows in every shard of a stream but its last")
     batch_size: int = Field(default=1000, ge=1, description="rows per tokenizer call")
+    workers: int = Field(default=0, ge=0, description="tokenizer processes; 0 = one per usable core "
+                         "(set it in a pod with a CPU quota: the quota is not visible as cores)")
+
+
+class LoaderConfig(_Strict):
+    """How training reads the shards: streamed from S3 into a local cache, mixed at load time."""
+
+    mixture_weights: dict[str, float] | None = Field(
+        default=None, description="stream -> weight, replacing the templates step's (a task name, or "
+        "replay/<task>); changing it needs no re-tokenization. None = the weights in the shards manifest")
+    shuffle_block_shards: int = Field(default=4, ge=1, description="shards of a stream shuffled together "
+                                      "(more = better shuffle, more shards held in memory)")
+    cache_dir: str | None = Field(default=None, description="local shard cache; None = the step's work dir")
+
+
+class LoraConfig(_Strict):
+    """Low-rank adapters (PEFT) instead of full fine-tuning; the exported model has them merged."""
+
+    enabled: bool = False
+    r: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q", "k", "v", "o"],
+                                      description="module names adapted (T5: q, k, v, o, wi, wo)")
+
+
+class KubernetesTrainConfig(_Strict):
+    """The training job handed to Kubeflow Trainer when train.launcher is trainjob or pytorchjob."""
+
+    namespace: str = "mixtune"
+    num_nodes: int = Field(default=2, ge=1)
+    gpus_per_node: int = Field(default=1, ge=0, description="processes per node = GPUs (0: CPU nodes)")
+    cpu_processes_per_node: int = Field(default=2, ge=1, description="processes per node when gpus_per_node is 0")
+    runtime: str = Field(default="torch-distributed", description="TrainJob: the ClusterTrainingRuntime name")
+    cpu: str = "8"
+    memory: str = "64Gi"
+    service_account: str = Field(default="mixtune-runner", description="pods use its role for S3 (IRSA/workload identity)")
+    credentials_secret: str | None = Field(
+        default=None, description="a Secret with AWS_* (and MLflow) keys, mounted as env; None = service-account role")
+    poll_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = Field(default=7 * 24 * 3600, gt=0)
 
 
 class TrainConfig(_Strict):
@@ -173,6 +215,17 @@ class TrainConfig(_Strict):
     gradient_clipping: float = Field(default=1.0, gt=0)
     packing: bool = Field(default=False, description="pack several examples per row (block-diagonal attention); "
                           "micro_batch_size then counts rows of max_source_length/max_target_length tokens")
+    checkpoint_every: int = Field(default=100, ge=0, description="save a resumable checkpoint to S3 every K "
+                                  "optimizer steps (0 = only on SIGTERM); a rerun resumes from the latest")
+    checkpoint_keep: int = Field(default=2, ge=1, description="complete checkpoints kept; older ones are deleted")
+    checkpoint_uri: str | None = Field(default=None, description="s3:// prefix for checkpoints; None = "
+                                       "<artifact_root>/train/checkpoints (a rerun of the same pipeline run resumes)")
+    resume: bool = Field(default=True, description="resume from the latest complete checkpoint when there is one")
+    loader: LoaderConfig = LoaderConfig()
+    lora: LoraConfig = LoraConfig()
+    launcher: Literal["local", "trainjob", "pytorchjob"] = Field(
+        default="local", description="local = torchrun in the step's pod; trainjob/pytorchjob = Kubeflow Trainer")
+    kubernetes: KubernetesTrainConfig = KubernetesTrainConfig()
     zero_stage: Literal[0, 1, 2, 3] = 0
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     deepspeed_config: str | None = Field(default=None, description="a DeepSpeed JSON file; overrides the above")

@@ -139,6 +139,14 @@ class Store:
             return None
         return r["ContentLength"], r.get("ETag", "").strip('"')
 
+    def delete_prefix(self, uri: str) -> int:
+        """Delete every object under uri (a prefix); returns how many."""
+        u = S3Uri.parse(uri)
+        keys = [S3Uri.parse(o).key for o, _ in self.list(uri)]
+        for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+            self.client.delete_objects(Bucket=u.bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
+        return len(keys)
+
     # -- directories ---------------------------------------------------------------------------
     def upload_dir(self, local_dir: str | Path, uri: str) -> list[str]:
         local_dir = Path(local_dir)

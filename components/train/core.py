@@ -1,13 +1,15 @@
-"""The train step: verify the shards, prepare the base model, run DeepSpeed on N local processes.
+"""The train step: check the shards, prepare the base model, run DeepSpeed on N processes.
 
-The parent process (this module) does everything that happens once: checksums, the base model,
-the DeepSpeed config, MLflow params and inputs. `worker.py` runs in every rank and does the
-training; rank 0 uploads the model. Outputs under `<artifact_root>/train/`:
-base_model/ (tiny base only), deepspeed_config.json, train_log.json, model/ (+ model/_COMPLETE).
+The parent process (this module) does everything that happens once: the shards' presence and sizes
+(every rank's loader verifies each shard's sha256 as it streams it), the base model, the DeepSpeed
+config, MLflow params and inputs. `worker.py` runs in every rank and does the training, locally
+under torchrun or in a cluster through Kubeflow Trainer (train.launcher); rank 0 uploads the model.
+Outputs under `<artifact_root>/train/`: base_model/ (tiny base only), deepspeed_config.json,
+job.json, checkpoints/ (resumable, the latest `checkpoint_keep`), train_log.json, model/ (+ _COMPLETE),
+adapter/ (LoRA only).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 import time
@@ -15,15 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-import pyarrow.parquet as pq
 
 from components.common.config import MixtuneConfig, TrainConfig
 from components.common.hf import local_copy
 from components.common.storage import COMPLETE_MARKER, S3Uri, Store, join
 from components.common.tracking import step_run
 from components.train import launch, model as model_lib
-
-
+from components.train.loader import ShardChecksumError
 
 
 @dataclass
@@ -37,10 +37,6 @@ class TrainResult:
     train_seconds: float
     tokens_seen: int
     tokens_per_second: float
-
-
-class ShardChecksumError(ValueError):
-    """A downloaded shard does not match the sha256 (or row count) its manifest promised."""
 
 
 def resolve_device(train: TrainConfig) -> str:
@@ -105,19 +101,16 @@ def read_manifest(store: Store, shards_uri: str) -> dict:
     return manifest
 
 
-def fetch_shards(store: Store, manifest: dict, split: str, dest: Path) -> list[Path]:
-    """Download one split's shards and check each against the manifest's sha256 and row count."""
-    paths = []
-    for i, shard in enumerate(manifest["splits"][split]["shards"]):
-        path = store.get_file(shard["uri"], dest / split / f"{i:05d}.parquet")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != shard["sha256"]:
-            raise ShardChecksumError(f"{shard['uri']}: sha256 {digest} does not match the manifest's {shard['sha256']}")
-        rows = pq.read_metadata(path).num_rows
-        if rows != shard["rows"]:
-            raise ShardChecksumError(f"{shard['uri']}: {rows} rows, the manifest says {shard['rows']}")
-        paths.append(path)
-    return paths
+def check_shards(store: Store, manifest: dict, split: str = "train") -> None:
+    """Every shard exists with the size the manifest promised: a missing or truncated shard fails here,
+    before any process starts. Its sha256 is checked by the loader when it streams the bytes."""
+    for shard in manifest["splits"][split]["shards"]:
+        found = store.head(shard["uri"])
+        if found is None:
+            raise ShardChecksumError(f"{shard['uri']}: listed in the shards manifest but missing")
+        if "bytes" in shard and found[0] != shard["bytes"]:
+            raise ShardChecksumError(f"{shard['uri']}: {found[0]} bytes, the manifest says {shard['bytes']} "
+                                     "(truncated or replaced)")
 
 
 def prepare_base(cfg: MixtuneConfig, manifest: dict, store: Store, tokenizer_dir: Path,
@@ -180,9 +173,10 @@ def _log_inputs(cfg: MixtuneConfig, manifest: dict, shards_uri: str, device: str
 def run_train(cfg: MixtuneConfig, shards_uri: str, artifact_root: str, pipeline_run: str) -> TrainResult:
     store = Store(cfg.storage)
     out = join(artifact_root, "train")
-    device = resolve_device(cfg.train)
+    cluster = cfg.train.launcher != "local"
+    device = "cuda" if cluster and cfg.train.kubernetes.gpus_per_node else resolve_device(cfg.train)
     nproc = cfg.train.num_processes
-    if device == "cuda":
+    if device == "cuda" and not cluster:
         import torch
 
         if nproc > torch.cuda.device_count():
@@ -191,34 +185,44 @@ def run_train(cfg: MixtuneConfig, shards_uri: str, artifact_root: str, pipeline_
     with tempfile.TemporaryDirectory(prefix="mixtune-train-") as tmp, step_run(cfg, pipeline_run, "train") as run:
         work = Path(tmp)
         manifest = read_manifest(store, shards_uri)
-        train_files = fetch_shards(store, manifest, "train", work / "shards")
+        check_shards(store, manifest)
         tokenizer_dir = store.download_dir(manifest["tokenizer_uri"], work / "tokenizer")
         base_path, base_uri = prepare_base(cfg, manifest, store, tokenizer_dir, work, out)
         store.put_json(join(out, "deepspeed_config.json"), ds_config)
-        (work / "deepspeed_config.json").write_text(json.dumps(ds_config, indent=2))
         _log_inputs(cfg, manifest, shards_uri, device, ds_config)
         _clear_complete(store, join(out, "model"))
 
         job = {
-            "config": json.loads(cfg.model_dump_json()), "device": device, "model_path": base_path,
-            "tokenizer_path": str(tokenizer_dir), "deepspeed_config": ds_config,
-            "train_files": [str(p) for p in train_files], "pad_token_id": manifest["pad_token_id"],
-            "mlflow_run_id": run.info.run_id, "output_uri": out, "work_dir": str(work),
+            "config": json.loads(cfg.model_dump_json()), "device": device, "deepspeed_config": ds_config,
+            "shards_manifest": manifest, "pad_token_id": manifest["pad_token_id"],
+            "mlflow_run_id": run.info.run_id, "output_uri": out,
+            "checkpoint_root": cfg.train.checkpoint_uri or join(out, "checkpoints"),
+            # A pod elsewhere reads S3; local ranks reuse the parent's files.
+            "model_path": base_uri if cluster else base_path,
+            "tokenizer_path": manifest["tokenizer_uri"] if cluster else str(tokenizer_dir),
+            "work_dir": None if cluster else str(work),
         }
-        job_path = work / "job.json"
-        job_path.write_text(json.dumps(job, indent=2))
+        store.put_json(join(out, "job.json"), job)
         started = time.time()
-        try:
-            launch.launch(["-m", "components.train.worker", "--job", str(job_path)], nproc, device, work / "train.log")
-        finally:
-            mlflow.log_artifact(str(work / "train.log"))  # the workers' output, on failure too
-        result = json.loads((work / "result.json").read_text())
+        if cluster:
+            _run_in_cluster(cfg, join(out, "job.json"), pipeline_run)
+        else:
+            job_path = work / "job.json"
+            job_path.write_text(json.dumps(job, indent=2))
+            try:
+                launch.launch(["-m", "components.train.worker", "--job", str(job_path)], nproc, device,
+                              work / "train.log")
+            finally:
+                mlflow.log_artifact(str(work / "train.log"))  # the workers' output, on failure too
+        result = store.get_json(join(out, "train_log.json"))
         mlflow.log_metrics({
             "final_loss": result["final_loss"], "first_loss": result["first_loss"], "steps": result["steps"],
             "train_seconds": result["train_seconds"], "tokens_seen": result["tokens_seen"],
             "tokens_per_second": result["tokens_per_second"], "launch_seconds": time.time() - started,
         }, step=result["steps"])
-        mlflow.log_artifact(str(work / "train_log.json"))
+        mlflow.log_dict(result, "train_log.json")
+        if result.get("resumed_from_step") is not None:
+            mlflow.set_tag("mixtune.resumed_from_step", str(result["resumed_from_step"]))
         mlflow.set_tag("mixtune.model_uri", join(out, "model"))
         return TrainResult(
             model_uri=join(out, "model"), base_model_uri=base_uri, mlflow_run_id=run.info.run_id,
@@ -226,3 +230,14 @@ def run_train(cfg: MixtuneConfig, shards_uri: str, artifact_root: str, pipeline_
             train_seconds=result["train_seconds"], tokens_seen=result["tokens_seen"],
             tokens_per_second=result["tokens_per_second"],
         )
+
+
+def _run_in_cluster(cfg: MixtuneConfig, job_uri: str, pipeline_run: str) -> None:
+    """Hand the ranks to Kubeflow Trainer (TrainJob, or PyTorchJob on older clusters) and wait.
+    A retried step finds its job by name and waits on it instead of starting a second one."""
+    from components.train import kubeflow
+
+    manifest = kubeflow.manifest_for(cfg, job_uri, f"{pipeline_run}-train", pipeline_run)
+    mlflow.log_dict(manifest, "kubeflow_job.json")
+    k = cfg.train.kubernetes
+    kubeflow.submit_and_wait(manifest, poll_seconds=k.poll_seconds, timeout_seconds=k.timeout_seconds)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import components
@@ -87,6 +89,14 @@ def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(kept + summary.strip().splitlines())
 
 
+def _forward_sigterm(proc: subprocess.Popen):
+    """A pod being preempted gets SIGTERM in this process only: pass it on to torchrun, which passes it
+    to the ranks; they write a checkpoint and exit, and the step then fails so that it is retried."""
+    if threading.current_thread() is not threading.main_thread():
+        return None  # signal handlers can only be set from the main thread
+    return signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
+
+
 def launch(target: list[str], nproc: int, device: str, log_path: Path,
            extra_env: dict[str, str] | None = None, echo: bool = True) -> None:
     """Run target on nproc local ranks; raise WorkerFailed if any rank fails."""
@@ -99,6 +109,7 @@ def launch(target: list[str], nproc: int, device: str, log_path: Path,
         proc = subprocess.Popen(cmd, env=worker_env(device, nproc, extra_env),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert proc.stdout is not None
+        previous = _forward_sigterm(proc)
         try:
             # Chunks, not lines: tqdm redraws with '\r' and would otherwise show up only at the end.
             while chunk := proc.stdout.read1(65536):
@@ -107,8 +118,11 @@ def launch(target: list[str], nproc: int, device: str, log_path: Path,
                     _echo(chunk)
             returncode = proc.wait()
         except BaseException:
-            proc.terminate()  # torchrun forwards the signal to its workers
+            proc.terminate()  # torchrun forwards the signal to its workers, which checkpoint and stop
             proc.wait()
             raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     if returncode != 0:
         raise WorkerFailed(returncode, log_path, _tail(log_path))

@@ -64,6 +64,11 @@ def save_model(model, tokenizer, out_dir: str | Path, state_dict: dict | None = 
     return out
 
 
+def unwrap(model):
+    """The transformers model inside a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Decay matrices (embeddings, projections); leave 1-D tensors (layer-norm scales) alone."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]

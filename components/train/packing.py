@@ -137,3 +137,41 @@ def per_example_loss(logits: torch.Tensor, batch: PackedBatch, n_examples: int) 
             sel = batch.dec_segments[b] == k
             out[i] = tok[b][sel].sum() / sel.sum()
     return out
+
+
+def fill_rows(draw, pending: list, n_rows: int, max_source: int, max_target: int) -> tuple[list, list]:
+    """Online first-fit for streamed examples (objects with .input_ids and .labels): up to n_rows
+    rows, first from `pending`, then from draw(). An example that fits no open row waits for the next
+    batch; filling stops after n_rows such misses, when rows are nearly full. Returns (rows of
+    examples, the new pending list), so the pending examples are all a resume needs to carry over."""
+    rows: list[list] = []
+    used: list[list[int]] = []
+    waiting: list = []
+    queue = list(pending)
+    while len(waiting) < n_rows:
+        ex = queue.pop(0) if queue else draw()
+        s, t = len(ex.input_ids), len(ex.labels)
+        if s > max_source or t > max_target:
+            raise ValueError(f"example {ex.key} has {s}/{t} tokens, over the row budget {max_source}/{max_target}")
+        for r, (us, ut) in enumerate(used):
+            if us + s <= max_source and ut + t <= max_target:
+                rows[r].append(ex)
+                used[r] = [us + s, ut + t]
+                break
+        else:
+            if len(rows) < n_rows:
+                rows.append([ex])
+                used.append([s, t])
+            else:
+                waiting.append(ex)
+    return rows, waiting + queue
+
+
+def pack_examples(rows: list[list], pad_id: int, decoder_start_id: int) -> PackedBatch:
+    """pack() for rows of example objects (.input_ids, .labels), as fill_rows returns them."""
+    flat = [ex for row in rows for ex in row]
+    index, k = [], 0
+    for row in rows:
+        index.append(list(range(k, k + len(row))))
+        k += len(row)
+    return pack([(ex.input_ids, ex.labels) for ex in flat], index, pad_id, decoder_start_id)

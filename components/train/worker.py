@@ -1,51 +1,36 @@
-"""One training rank: `python -m components.train.worker --job job.json`, started by torchrun.
+"""One training rank: `python -m components.train.worker --job job.json` (or `--job-uri s3://...`),
+started by torchrun locally or by Kubeflow Trainer in a cluster.
 
-Every rank reads the train shards, takes its share of each epoch's shuffled order, and steps a
-DeepSpeed engine; rank 0 logs to MLflow, shows progress, and saves + uploads the model.
+Every rank streams its share of the mixture from the shards (components/train/loader.py) and steps a
+DeepSpeed engine. Every `checkpoint_every` steps, and when any rank gets SIGTERM, all ranks write a
+checkpoint to S3 (components/train/checkpoint.py); a rerun resumes from the latest complete one and
+continues exactly: the loader state is restored, and dropout is reseeded from (seed, rank, step).
+Rank 0 logs to MLflow, shows progress, and exports the consolidated model in safetensors.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import signal
+import tempfile
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
 from components.common.config import MixtuneConfig
+from components.common.hf import local_copy
 from components.common.storage import COMPLETE_MARKER, Store, join
-from components.train import model as model_lib
-from components.train import packing
+from components.train import checkpoint, loader as loader_lib, model as model_lib, packing
+from components.train.loader import Example
+
+SIGTERM_EXIT = 143  # 128 + SIGTERM: the conventional "terminated" status
 
 # -- data ----------------------------------------------------------------------------------------
-
-
-def load_examples(files: list[str]) -> list[tuple[list[int], list[int]]]:
-    examples = []
-    for f in files:
-        table = pq.read_table(f, columns=["input_ids", "labels"])
-        examples += zip(table.column("input_ids").to_pylist(), table.column("labels").to_pylist())
-    return examples
-
-
-def rank_batches(n: int, micro: int, rank: int, world: int, seed: int, epoch: int) -> list[list[int]]:
-    """This rank's micro-batches for one epoch, like DistributedSampler: one shuffled order shared by
-    all ranks (same seed), padded by wrapping so every rank gets the same number of batches."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-    order += order[: (-n) % world]
-    mine = order[rank::world]
-    return [mine[i:i + micro] for i in range(0, len(mine), micro)]
-
-
-def packed_rank_batches(rows: list[list[int]], micro: int, rank: int, world: int, seed: int,
-                        epoch: int) -> list[list[list[int]]]:
-    """This rank's micro-batches of packed rows (lists of example indexes): the same sharding as
-    rank_batches, over rows instead of examples."""
-    return [[rows[i] for i in batch] for batch in rank_batches(len(rows), micro, rank, world, seed, epoch)]
 
 
 def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -60,6 +45,39 @@ def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, t
         attention_mask[i, : len(src)] = 1
         labels[i, : len(tgt)] = torch.tensor(tgt)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The RNG seed for one optimizer step on one rank: a resumed run draws the same dropout masks."""
+    digest = hashlib.blake2b(f"{seed}|{rank}|{step}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+class Batches:
+    """This rank's micro-batches from the loader, padded or packed, with a resumable state."""
+
+    def __init__(self, loader, cfg: MixtuneConfig, micro: int, pad: int, start: int):
+        self.loader, self.cfg, self.micro, self.pad, self.start = loader, cfg, micro, pad, start
+        self.pending: list[Example] = []  # packing: drawn examples that did not fit the last batch
+
+    def next(self, device) -> tuple[torch.Tensor | dict, float, bool]:
+        """(model inputs, real tokens, packed?) of the next micro-batch."""
+        m = self.cfg.model
+        if self.cfg.train.packing:
+            rows, self.pending = packing.fill_rows(self.loader.next, self.pending, self.micro,
+                                                   m.max_source_length, m.max_target_length)
+            pb = packing.to_device(packing.pack_examples(rows, self.pad, self.start), device)
+            return pb, float((pb.enc_segments > 0).sum() + (pb.dec_segments > 0).sum()), True
+        batch = collate([(e.input_ids, e.labels) for e in self.loader.batch(self.micro)], self.pad)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        return batch, float(batch["attention_mask"].sum() + (batch["labels"] != -100).sum()), False
+
+    def state_dict(self) -> dict:
+        return {"loader": self.loader.state_dict(), "pending": [list(e.key) for e in self.pending]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loader.load_state_dict(state["loader"])
+        self.pending = [self.loader.example(tuple(k)) for k in state["pending"]]
 
 
 # -- setup ---------------------------------------------------------------------------------------
@@ -83,10 +101,31 @@ def log_metrics(client, run_id: str | None, step: int, values: dict[str, float])
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
 
 
-def reduce_sum(values: list[float], device: torch.device) -> list[float]:
+def reduce(values: list[float], device: torch.device, op=dist.ReduceOp.SUM) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
+    dist.all_reduce(t, op=op)
     return t.tolist()
+
+
+def read_job(args) -> dict:
+    if args.job:
+        return json.loads(Path(args.job).read_text())
+    # A Kubeflow Trainer pod: the endpoint and region come from its env (AWS_ENDPOINT_URL), the
+    # credentials from its service account or Secret; the config inside the job names the rest.
+    from components.common.config import StorageConfig
+    from components.common.storage import S3Uri
+
+    return Store(StorageConfig(bucket=S3Uri.parse(args.job_uri).bucket)).get_json(args.job_uri)
+
+
+def local_refs(job: dict, store: Store, local_rank: int) -> tuple[str, str]:
+    """(model, tokenizer) as local paths: s3:// ones are downloaded once per node, by local rank 0."""
+    if local_rank == 0:
+        refs = (local_copy(job["model_path"], store), local_copy(job["tokenizer_path"], store))
+    dist.barrier()
+    if local_rank != 0:
+        refs = (local_copy(job["model_path"], store), local_copy(job["tokenizer_path"], store))
+    return refs
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -94,10 +133,14 @@ def reduce_sum(values: list[float], device: torch.device) -> list[float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--job", required=True, help="job.json written by components.train.core")
-    job = json.loads(Path(parser.parse_args(argv).job).read_text())
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--job", help="job.json written by components.train.core")
+    where.add_argument("--job-uri", help="the same job.json in S3 (Kubeflow Trainer pods)")
+    job = read_job(parser.parse_args(argv))
     cfg = MixtuneConfig.model_validate(job["config"])
     tc = cfg.train
+    stop = {"term": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(term=True))  # checkpoint at the next step
     on_cpu = job["device"] == "cpu"
     if on_cpu and not tc.cpu_shm_allreduce:
         skip_shm_allreduce()
@@ -112,9 +155,17 @@ def main(argv: list[str] | None = None) -> None:
         torch.cuda.set_device(device)
     deepspeed.init_distributed(dist_backend="gloo" if on_cpu else "nccl")
     rank, world = dist.get_rank(), dist.get_world_size()
+    store = Store(cfg.storage)
+    work = Path(job.get("work_dir") or tempfile.mkdtemp(prefix="mixtune-rank-"))
+    model_path, tokenizer_path = local_refs(job, store, local_rank)
 
-    model = model_lib.load_model(job["model_path"])
-    torch.manual_seed(tc.seed + rank)  # dropout differs per rank; data order comes from tc.seed
+    model = model_lib.load_model(model_path)
+    if tc.lora.enabled:
+        from components.train import lora
+
+        model = lora.apply_lora(model, tc.lora)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"LoRA: {lora.trainable_summary(model)}", flush=True)
     ds_config = job["deepspeed_config"]
     groups = model_lib.param_groups(model, tc.weight_decay)
     # Our AdamW unless a user-supplied DeepSpeed JSON names its own optimizer (which DeepSpeed builds).
@@ -122,93 +173,121 @@ def main(argv: list[str] | None = None) -> None:
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config,
                                            model_parameters=groups if optimizer is None else None)
     micro, max_steps = engine.train_micro_batch_size_per_gpu(), tc.max_steps
+    cache = Path(tc.loader.cache_dir or work / "shard-cache")  # shared by a node's ranks (file locks)
+    loader = loader_lib.from_manifest(job["shards_manifest"], "train", store, cache, tc.loader.mixture_weights,
+                                      tc.seed, rank, world, tc.loader.shuffle_block_shards)
+    config = model_lib.unwrap(engine.module).config
+    batches = Batches(loader, cfg, micro, job["pad_token_id"], config.decoder_start_token_id)
 
-    examples = load_examples(job["train_files"])
-    if not examples:
-        raise ValueError("the train shards hold no rows")
+    state = {"history": [], "window": [0.0, 0.0, 0.0], "tokens_total": 0.0, "train_seconds": 0.0}
+    ckpt_root, ckpt_dir = job["checkpoint_root"], work / "checkpoint"
+    restored = (checkpoint.restore(engine, store, ckpt_root, ckpt_dir, local_rank, strict=not tc.lora.enabled)
+                if tc.resume else None)
+    resumed_at = None
+    if restored is not None:
+        state, resumed_at = restored["mixtune"], engine.global_steps
+        batches.load_state_dict(restored["batches"])
     client = None
     if rank == 0:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=cfg.tracking.uri)
-    history: list[dict] = []
-    window = [0.0, 0.0, 0.0]  # loss sum, micro-batches, tokens since the last log
-    tokens_total, epoch, step = 0.0, 0, 0
+        if restored is not None:
+            print(f"resumed from {ckpt_root} at step {engine.global_steps}", flush=True)
+
+    step = engine.global_steps
     engine.train()
     # Under KFP every redraw is a log line: redraw rarely.
-    pbar = tqdm(total=max_steps, desc="train", disable=rank != 0, mininterval=10.0)
+    pbar = tqdm(total=max_steps, initial=step, desc="train", disable=rank != 0, mininterval=10.0)
     started = window_start = time.time()
-    pad, start = job["pad_token_id"], engine.module.config.decoder_start_token_id
-    rows = (packing.plan_rows([(len(s), len(t)) for s, t in examples], cfg.model.max_source_length,
-                              cfg.model.max_target_length) if tc.packing else None)
+    seconds_before = state["train_seconds"]
+    torch.manual_seed(step_seed(tc.seed, rank, step))
     while step < max_steps:
-        batches = (packed_rank_batches(rows, micro, rank, world, tc.seed, epoch) if tc.packing
-                   else rank_batches(len(examples), micro, rank, world, tc.seed, epoch))
-        for idx in batches:
-            if tc.packing:
-                pb = packing.to_device(packing.pack(examples, idx, pad, start), device)
-                loss = packing.token_loss(packing.packed_forward(engine, pb), pb)
-                real_tokens = float((pb.enc_segments > 0).sum() + (pb.dec_segments > 0).sum())
-            else:
-                batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], pad).items()}
-                loss = engine(**batch).loss
-                real_tokens = float(batch["attention_mask"].sum() + (batch["labels"] != -100).sum())
-            engine.backward(loss)
-            engine.step()
-            window[0] += loss.item()
-            window[1] += 1
-            window[2] += real_tokens
-            if engine.global_steps == step:
-                continue  # still accumulating gradients
-            step = engine.global_steps
-            pbar.update(1)
-            if step == 1 or step % tc.log_every == 0 or step == max_steps:
-                # A collective: every rank reaches it at the same step, so it cannot deadlock.
-                loss_sum, micro_count, tokens = reduce_sum(window, device)
-                elapsed = time.time() - window_start
-                tokens_total += tokens
-                entry = {"step": step, "loss": loss_sum / micro_count, "lr": engine.get_lr()[0],
-                         "tokens_per_second": tokens / max(elapsed, 1e-9), "tokens_seen": tokens_total}
-                history.append(entry)
-                log_metrics(client, job["mlflow_run_id"], step, {  # run totals are the parent's to log
-                    "loss": entry["loss"], "lr": entry["lr"], "window_tokens_per_second": entry["tokens_per_second"]})
-                pbar.set_postfix(loss=f"{entry['loss']:.3f}")
-                window, window_start = [0.0, 0.0, 0.0], time.time()
-            if step >= max_steps:
-                break
-        epoch += 1
+        inputs, real_tokens, packed = batches.next(device)
+        loss = (packing.token_loss(packing.packed_forward(engine, inputs), inputs) if packed
+                else engine(**inputs).loss)
+        engine.backward(loss)
+        engine.step()
+        window = state["window"]
+        window[0] += loss.item()
+        window[1] += 1
+        window[2] += real_tokens
+        if engine.global_steps == step:
+            continue  # still accumulating gradients
+        step = engine.global_steps
+        torch.manual_seed(step_seed(tc.seed, rank, step))
+        pbar.update(1)
+        if step == 1 or step % tc.log_every == 0 or step == max_steps:
+            # A collective: every rank reaches it at the same step, so it cannot deadlock.
+            loss_sum, micro_count, tokens = reduce(window, device)
+            elapsed = time.time() - window_start
+            state["tokens_total"] += tokens
+            entry = {"step": step, "loss": loss_sum / micro_count, "lr": engine.get_lr()[0],
+                     "tokens_per_second": tokens / max(elapsed, 1e-9), "tokens_seen": state["tokens_total"]}
+            state["history"].append(entry)
+            log_metrics(client, job["mlflow_run_id"], step, {  # run totals are the parent's to log
+                "loss": entry["loss"], "lr": entry["lr"], "window_tokens_per_second": entry["tokens_per_second"]})
+            pbar.set_postfix(loss=f"{entry['loss']:.3f}")
+            state["window"], window_start = [0.0, 0.0, 0.0], time.time()
+        terminated = reduce([float(stop["term"])], device, dist.ReduceOp.MAX)[0] > 0
+        due = tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < max_steps
+        if due or terminated:
+            state["train_seconds"] = seconds_before + time.time() - started
+            uri = checkpoint.save(engine, store, ckpt_root, step, {"mixtune": state, "batches": batches.state_dict()},
+                                  ckpt_dir, tc.checkpoint_keep, local_rank, frozen=not tc.lora.enabled)
+            if rank == 0:
+                print(f"checkpoint step {step}: {uri}", flush=True)
+        if terminated:
+            pbar.close()
+            print(f"rank {rank}: SIGTERM, stopped at step {step} after its checkpoint", flush=True)
+            raise SystemExit(SIGTERM_EXIT)
     pbar.close()
-    train_seconds = time.time() - started
-    save_and_upload(engine, job, cfg, rank, {
-        "steps": step, "first_loss": history[0]["loss"], "final_loss": history[-1]["loss"],
-        "train_seconds": train_seconds, "tokens_seen": int(tokens_total),
-        "tokens_per_second": tokens_total / train_seconds, "world_size": world, "epochs_started": epoch + 1,
-        "history": history,
+    train_seconds = seconds_before + time.time() - started
+    counts = loader.counts()
+    save_and_upload(engine, job, cfg, rank, model_path, tokenizer_path, work, {
+        "steps": step, "first_loss": state["history"][0]["loss"], "final_loss": state["history"][-1]["loss"],
+        "train_seconds": train_seconds, "tokens_seen": int(state["tokens_total"]),
+        "tokens_per_second": state["tokens_total"] / max(train_seconds, 1e-9), "world_size": world,
+        "resumed_from_step": resumed_at,
+        "samples_per_stream": counts, "history": state["history"],
     })
     dist.destroy_process_group()  # no barrier: other ranks need not wait for rank 0's upload
 
 
-def save_and_upload(engine, job: dict, cfg: MixtuneConfig, rank: int, result: dict) -> None:
+def save_and_upload(engine, job: dict, cfg: MixtuneConfig, rank: int, model_path: str, tokenizer_path: str,
+                    work: Path, result: dict) -> None:
     """Consolidate the weights (ZeRO-3 shards them across ranks), save on rank 0, upload, mark done."""
     import deepspeed
     from transformers import AutoTokenizer
 
-    work, out = Path(job["work_dir"]), job["output_uri"]
+    out = job["output_uri"]
     model_dir = work / "model"
     params = list(engine.module.parameters())
     gather = engine.zero_optimization_stage() == 3
     # Every rank must enter the gather (it is a collective); only rank 0 writes.
+    lora_on = cfg.train.lora.enabled
+    merged = adapter = None
+    # Every rank must enter the gather (it is a collective); only rank 0 writes.
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=gather):
         if rank == 0:
-            model_lib.save_model(engine.module, AutoTokenizer.from_pretrained(job["tokenizer_path"]), model_dir)
+            if lora_on:  # merged copies, so this works with ZeRO-3's gathered parameters too
+                from components.train import lora
+
+                merged, adapter = lora.merged_state_dict(engine.module), lora.adapter_state(engine.module)
+            else:
+                model_lib.save_model(engine.module, AutoTokenizer.from_pretrained(tokenizer_path), model_dir)
+    if rank == 0 and lora_on:
+        model_lib.save_model(engine.module.get_base_model(), AutoTokenizer.from_pretrained(tokenizer_path),
+                             model_dir, state_dict=merged)
+        lora.save_adapter(engine.module, work / "adapter", state_dict=adapter)
     if rank != 0:
         return
     store = Store(cfg.storage)
-    (work / "train_log.json").write_text(json.dumps(result, indent=2))
-    store.put_bytes(join(out, "train_log.json"), (work / "train_log.json").read_bytes())
+    if cfg.train.lora.enabled:
+        store.upload_dir(work / "adapter", join(out, "adapter"))
     store.upload_dir(model_dir, join(out, "model"))
+    store.put_bytes(join(out, "train_log.json"), json.dumps(result, indent=2).encode())
     store.put_json(join(out, "model", COMPLETE_MARKER), {"steps": result["steps"], "final_loss": result["final_loss"]})
-    (work / "result.json").write_text(json.dumps(result))  # what the parent reads back
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from components.common.config import TinyModelConfig
 from components.train.model import build_tiny
-from components.train.packing import attention_masks, pack, packed_forward, per_example_loss, plan_rows
+from components.train.packing import (attention_masks, fill_rows, pack, pack_examples, packed_forward,
+                                      per_example_loss, plan_rows)
 
 PAD, EOS, VOCAB = 0, 1, 97
 
@@ -79,3 +80,31 @@ def test_packed_gradients_equal_unpacked_gradients(model):
     for n, p in model.named_parameters():
         assert torch.allclose(packed[n], p.grad, atol=1e-5), n
     model.zero_grad()
+
+
+def test_fill_rows_streams_examples_into_rows_and_carries_the_rest():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Ex:
+        key: tuple
+        input_ids: list
+        labels: list
+
+    rng = random.Random(3)
+    stream = iter([Ex(("s", i), [5] * rng.randint(3, 40), [6] * rng.randint(2, 12)) for i in range(10_000)])
+    pending, seen = [], []
+    for _ in range(20):
+        rows, pending = fill_rows(lambda: next(stream), pending, 4, 64, 16)
+        assert 1 <= len(rows) <= 4 and len(pending) <= 4
+        for row in rows:
+            assert sum(len(e.input_ids) for e in row) <= 64 and sum(len(e.labels) for e in row) <= 16
+            seen += [e.key[1] for e in row]
+    drawn = max(seen + [e.key[1] for e in pending]) + 1
+    # every drawn example is used exactly once or still waiting: nothing dropped, nothing twice
+    assert sorted(seen + [e.key[1] for e in pending]) == list(range(drawn))
+    batch = pack_examples(rows, 0, 0)
+    assert batch.labels.shape[0] == len(rows) and int((batch.dec_segments > 0).sum()) == sum(
+        len(e.labels) for row in rows for e in row)
+    with pytest.raises(ValueError, match=r"example \('s', 1\) has 70/2 tokens"):
+        fill_rows(lambda: Ex(("s", 1), [1] * 70, [1, 1]), [], 4, 64, 16)

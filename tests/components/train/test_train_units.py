@@ -10,7 +10,7 @@ import pytest
 from components.common.config import TinyModelConfig, TrainConfig
 from components.train import model as model_lib
 from components.train.core import deepspeed_config, effective_deepspeed_config
-from components.train.worker import collate, rank_batches
+from components.train.worker import collate, step_seed
 
 
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
@@ -53,14 +53,10 @@ def test_deepspeed_config_file_overrides_and_fills_auto(tmp_path):
         effective_deepspeed_config(TrainConfig(deepspeed_config=str(path)), "cpu")
 
 
-def test_rank_batches_split_one_shuffled_epoch():
-    world, n = 2, 21
-    per_rank = [rank_batches(n, 4, r, world, seed=1, epoch=0) for r in range(world)]
-    assert len(per_rank[0]) == len(per_rank[1])  # same number of steps on every rank: no hang
-    seen = [i for batches in per_rank for b in batches for i in b]
-    assert len(seen) == 22 and set(seen) == set(range(n))  # padded by wrapping one example
-    assert rank_batches(n, 4, 0, world, 1, 0) == per_rank[0]  # deterministic
-    assert rank_batches(n, 4, 0, world, 1, 1) != per_rank[0]  # reshuffled each epoch
+def test_step_seed_depends_on_seed_rank_and_step_only():
+    seeds = {step_seed(42, r, s) for r in range(2) for s in range(50)}
+    assert len(seeds) == 100 and all(0 <= x < 2**63 for x in seeds)
+    assert step_seed(42, 1, 7) == step_seed(42, 1, 7) != step_seed(43, 1, 7)
 
 
 def test_collate_pads_dynamically():

@@ -1,0 +1,135 @@
+"""Low-rank adapters (PEFT LoRA) on a seq2seq model, and the exports that make them disappear.
+
+Training with `train.lora.enabled` wraps the base model in adapters; only the adapters train. The
+exported model has them merged, so evaluation and registration load it with
+`AutoModelForSeq2SeqLM.from_pretrained` exactly like a full fine-tune. The adapter alone (a few MB)
+can be saved next to it.
+
+DeepSpeed: the peft model is what the worker hands to `deepspeed.initialize`, and `engine.module` is
+that peft model. Under ZeRO 0-2 every rank holds whole weights, so any function here works on
+`engine.module` as it is. Under ZeRO-3 the weights are partitioned: call `merged_state_dict` (and
+`adapter_state`) inside `deepspeed.zero.GatheredParameters(list(engine.module.parameters()),
+modifier_rank=None)` on every rank (the gather is a collective), use the result on rank 0 only, and
+never call `merged_for_export` there (it rewrites modules that ZeRO-3 has hooked).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from components.common.config import LoraConfig
+
+# Module types LoRA can adapt; other modules are left out of the "what exists" list in errors.
+_ADAPTABLE = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d)
+
+
+def adaptable_suffixes(model: torch.nn.Module) -> list[str]:
+    """Last name components of the modules LoRA could adapt (T5: q, k, v, o, wi, wo, lm_head, ...)."""
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if name and isinstance(module, _ADAPTABLE)})
+
+
+def _matches(name: str, target: str) -> bool:
+    # peft's own rule for a list of target_modules: the full name, or its ending after a dot.
+    return name == target or name.endswith("." + target)
+
+
+def check_target_modules(model: torch.nn.Module, targets: list[str]) -> None:
+    """Every target must name at least one module: a typo must not silently adapt fewer layers."""
+    names = [name for name, module in model.named_modules() if isinstance(module, _ADAPTABLE)]
+    missing = [t for t in targets if not any(_matches(n, t) for n in names)]
+    if missing:
+        raise ValueError(
+            f"train.lora.target_modules {missing} match no module of {type(model).__name__}; "
+            f"module names that exist: {adaptable_suffixes(model)}")
+
+
+def apply_lora(model: torch.nn.Module, lora: LoraConfig):
+    """Wrap a seq2seq model in LoRA adapters; the base weights are frozen, only the adapters train."""
+    from peft import LoraConfig as PeftLoraConfig, TaskType, get_peft_model
+
+    if not lora.target_modules:
+        raise ValueError("train.lora.target_modules is empty: name the modules to adapt (T5: q, k, v, o, wi, wo)")
+    check_target_modules(model, lora.target_modules)
+    config = PeftLoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=lora.r, lora_alpha=lora.alpha,
+                            lora_dropout=lora.dropout, target_modules=list(lora.target_modules), bias="none")
+    return get_peft_model(model, config)
+
+
+def is_peft(model: torch.nn.Module) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def _numel(p: torch.nn.Parameter) -> int:
+    # ZeRO-3 leaves an empty placeholder on each rank and keeps the real size in ds_numel.
+    return int(getattr(p, "ds_numel", p.numel()))
+
+
+def trainable_summary(model: torch.nn.Module) -> dict:
+    """Parameters that train vs all parameters (shared tensors counted once)."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        n = _numel(p)
+        total += n
+        trainable += n if p.requires_grad else 0
+    return {"trainable": trainable, "total": total, "fraction": trainable / total if total else 0.0}
+
+
+def merged_state_dict(model) -> dict[str, torch.Tensor]:
+    """The base model's state dict (CPU copies) in plain transformers names, with every adapter added
+    into its layer's weight. Leaves the model untouched, so it is safe inside ZeRO-3's
+    GatheredParameters; save it with `model.get_base_model().save_pretrained(dir, state_dict=...)`
+    (model_lib.save_model(model.get_base_model(), tokenizer, dir, state_dict=...))."""
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    merged: dict[str, torch.Tensor] = {}
+    for key, tensor in base.state_dict().items():
+        if ".lora_" in key:  # lora_A / lora_B / lora_dropout state: folded in below
+            continue
+        merged[key.replace(".base_layer.", ".")] = tensor.detach().to("cpu", copy=True)
+    for name, layer in base.named_modules():
+        if not isinstance(layer, LoraLayer):
+            continue
+        if layer.lora_variant or any(layer.lora_bias.values()):
+            raise NotImplementedError(f"{name}: only plain LoRA adapters can be merged here")
+        key = f"{name}.weight"
+        weight = merged[key].float()  # add in fp32: a bf16 sum would round the small deltas away
+        for adapter in layer.active_adapters:
+            if adapter in layer.lora_A and adapter not in layer.merged_adapters:
+                weight += layer.get_delta_weight(adapter).detach().float().cpu()
+        merged[key] = weight.to(merged[key].dtype)
+    return merged
+
+
+def merged_for_export(model):
+    """The plain transformers model with the adapters merged in (peft's merge_and_unload).
+
+    Modifies the model in place (its LoRA layers are replaced), so call it once, after training.
+    ZeRO 0-2 only; under ZeRO-3 use merged_state_dict inside a parameter gather."""
+    return model.merge_and_unload()
+
+
+def adapter_state(model) -> dict[str, torch.Tensor]:
+    """The adapter weights alone (CPU copies), named as in the peft model's own state_dict: the subset
+    that `save_adapter(model, dir, state_dict=...)` writes. Take it inside the gather under ZeRO-3."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if ".lora_" in k}
+
+
+def save_adapter(model, out_dir: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """adapter_config.json + adapter_model.safetensors; loads back with PeftModel.from_pretrained(base, dir).
+
+    Under ZeRO-3 pass state_dict=adapter_state(model), taken inside a parameter gather."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, state_dict=state_dict, safe_serialization=True)
+    if not (out / "adapter_model.safetensors").exists():
+        raise RuntimeError(f"{out}: save_pretrained wrote no adapter_model.safetensors")
+    return out
