@@ -25,7 +25,7 @@ from pathlib import Path
 
 from components.common.config import MixtuneConfig
 from components.common.schemas import SPLITS
-from components.common.storage import Store, join
+from components.common.storage import S3Uri, Store, join
 from components.common.tracking import step_run
 from components.shards.encode import make_pool, usable_cores
 from components.shards.manifest import manifest_header, merge_manifests
@@ -51,9 +51,16 @@ def shard_workers(cfg: MixtuneConfig, batches: int) -> int:
     return max(1, min(cfg.shards.workers or usable_cores(), batches))
 
 
+def clear_manifest(store: Store, out: str) -> None:
+    """Drop a previous attempt's manifest first, so a rerun never looks complete while it rewrites shards."""
+    manifest = S3Uri.parse(join(out, "manifest.json"))
+    store.client.delete_object(Bucket=manifest.bucket, Key=manifest.key)
+
+
 def write_shards(cfg: MixtuneConfig, examples_uri: str, artifact_root: str, store: Store) -> ShardsResult:
     out = join(artifact_root, "shards")
     upstream = store.get_json(join(examples_uri, "manifest.json"))
+    clear_manifest(store, out)
     with tempfile.TemporaryDirectory(prefix="mixtune-shards-") as tmp:
         paths = {s: fetch_examples(store, examples_uri, s, Path(tmp) / "examples") for s in SPLITS}
         tok_dir = Path(tmp) / "tokenizer"
