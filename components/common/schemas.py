@@ -79,3 +79,14 @@ def read_records(store: Store, uri: str) -> list[dict]:
 def encode_fields(fields: dict) -> str:
     """Canonical JSON of a record's fields: sorted keys, so equal records hash equal."""
     return json.dumps(fields, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+# Streams: what the training loader mixes. The templates step gives replayed examples a "replay:" id;
+# the new examples of task T form stream "T", the replayed ones "replay/T".
+REPLAY_PREFIX = "replay:"
+REPLAY_STREAM = "replay/"
+
+
+def stream_of(row: dict) -> str:
+    """The loader stream of an example row: its task, or replay/<task> for a replayed example."""
+    return (REPLAY_STREAM if row["id"].startswith(REPLAY_PREFIX) else "") + row["task"]

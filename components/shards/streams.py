@@ -13,23 +13,15 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from components.common.schemas import table_bytes
+from components.common.schemas import REPLAY_PREFIX as REPLAY_ID_PREFIX
+from components.common.schemas import REPLAY_STREAM as REPLAY_STREAM_PREFIX
+from components.common.schemas import stream_of, table_bytes  # noqa: F401 - stream_of: the row rule stream_column vectorises
 from components.common.storage import Store, join
-
-REPLAY_ID_PREFIX = "replay:"  # the templates step prefixes replayed examples' ids with it
-REPLAY_STREAM_PREFIX = "replay/"
 
 SHARD_SCHEMA = pa.schema([
     ("id", pa.string()), ("task", pa.string()),
     ("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())),
 ])
-
-
-def stream_of(row: dict) -> str:
-    """The stream one example belongs to."""
-    if row["id"].startswith(REPLAY_ID_PREFIX):
-        return REPLAY_STREAM_PREFIX + row["task"]
-    return row["task"]
 
 
 def stream_column(ids: pa.Array, tasks: pa.Array) -> pa.Array:

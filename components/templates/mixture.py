@@ -12,14 +12,7 @@ from __future__ import annotations
 import math
 
 from components.common.config import MixtureConfig
-
-REPLAY_PREFIX = "replay:"
-REPLAY_STREAM = "replay/"
-
-
-def stream_of(row: dict) -> str:
-    """The loader stream of an example row: its task, or replay/<task> for a replayed example."""
-    return (REPLAY_STREAM if row["id"].startswith(REPLAY_PREFIX) else "") + row["task"]
+from components.common.schemas import REPLAY_PREFIX, REPLAY_STREAM, stream_of  # noqa: F401 - re-exported
 
 
 def mixture_rates(n: dict[str, int], cap: int, temperature: float) -> dict[str, float]:
