@@ -23,6 +23,7 @@ def build_pipeline(cfg: MixtuneConfig):
     ingest_op = ingest_c.build(cfg.images.cpu)
     templates_op = templates_c.build(cfg.images.cpu)
     shards_op = shards_c.build(cfg.images.cpu)
+    prepare_op, partition_op, merge_op = shards_c.build_fanout(cfg.images.cpu)
     train_op = train_c.build(cfg.images.gpu)
     evaluate_op = evaluate_c.build(cfg.images.cpu)
     register_op = register_c.build(cfg.images.cpu)
@@ -35,7 +36,18 @@ def build_pipeline(cfg: MixtuneConfig):
         ingest.set_caching_options(False)
         templates = templates_op(**common, records_uri=ingest.outputs["records_uri"])
         templates.set_display_name("templates")
-        shards = shards_op(**common, examples_uri=templates.outputs["examples_uri"]).set_display_name("shards")
+        if cfg.shards.partitions == 1:
+            shards = shards_op(**common, examples_uri=templates.outputs["examples_uri"]).set_display_name("shards")
+        else:
+            # Partition tasks take only pipeline parameters and their index (see components/shards/fanout.py).
+            prepare = prepare_op(config_json=config_json, artifact_root=artifact_root,
+                                 examples_uri=templates.outputs["examples_uri"]).set_display_name("shards-prepare")
+            with dsl.ParallelFor(items=[str(k) for k in range(cfg.shards.partitions)]) as partition:
+                part = partition_op(config_json=config_json, artifact_root=artifact_root, partition=partition)
+                part.set_display_name("shards-partition").after(prepare)
+                # Its input is the plan in S3, which KFP cannot see.
+                part.set_caching_options(False)
+            shards = merge_op(**common, partials=dsl.Collected(part.output)).set_display_name("shards")
         train = train_op(**common, shards_uri=shards.outputs["shards_uri"]).set_display_name("train")
         if cfg.train.device == "cuda":
             train.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(cfg.train.num_processes)

@@ -151,6 +151,10 @@ class TinyModelConfig(_Strict):
 
 class ModelConfig(_Strict):
     base: str = Field(default="tiny", description="'tiny', a Hugging Face id, or a local path")
+    architecture: Literal["auto", "seq2seq", "causal"] = Field(
+        default="auto", description="seq2seq (encoder-decoder, e.g. FLAN-T5) or causal (decoder-only: the prompt "
+        "and the target in one sequence, loss on the target only). auto = the base model's config decides; "
+        "'tiny' builds a T5 for seq2seq, a Llama-style decoder for causal")
     tokenizer: str | None = Field(default=None, description="defaults to the base model's tokenizer")
     tiny: TinyModelConfig = TinyModelConfig()
     max_source_length: int = Field(default=384, ge=16)
@@ -162,6 +166,9 @@ class ShardsConfig(_Strict):
     batch_size: int = Field(default=1000, ge=1, description="rows per tokenizer call")
     workers: int = Field(default=0, ge=0, description="tokenizer processes; 0 = one per usable core "
                          "(set it in a pod with a CPU quota: the quota is not visible as cores)")
+    partitions: int = Field(default=1, ge=1, le=1024, description="input partitions tokenized by parallel "
+                            "pipeline tasks (a KFP ParallelFor, each task with `workers` processes); "
+                            "1 = one task. Use more on a cluster when one pod's cores are too few")
 
 
 class LoaderConfig(_Strict):
@@ -182,8 +189,9 @@ class LoraConfig(_Strict):
     r: int = Field(default=16, ge=1)
     alpha: int = Field(default=32, ge=1)
     dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(default_factory=lambda: ["q", "k", "v", "o"],
-                                      description="module names adapted (T5: q, k, v, o, wi, wo)")
+    target_modules: list[str] | None = Field(
+        default=None, description="module names adapted (T5: q, k, v, o, wi, wo; Llama: q_proj, k_proj, v_proj, "
+        "o_proj, ...). None = the attention projections: q, k, v, o on T5, q_proj..o_proj on decoders")
 
 
 class KubernetesTrainConfig(_Strict):
@@ -194,6 +202,9 @@ class KubernetesTrainConfig(_Strict):
     gpus_per_node: int = Field(default=1, ge=0, description="processes per node = GPUs (0: CPU nodes)")
     cpu_processes_per_node: int = Field(default=2, ge=1, description="processes per node when gpus_per_node is 0")
     runtime: str = Field(default="torch-distributed", description="TrainJob: the ClusterTrainingRuntime name")
+    trainjob_overrides: Literal["runtimePatches", "podTemplateOverrides"] = Field(
+        default="runtimePatches", description="TrainJob field that carries our pod settings: runtimePatches "
+        "(Kubeflow Trainer v2.2+) or podTemplateOverrides (v2.0-2.1)")
     cpu: str = "8"
     memory: str = "64Gi"
     service_account: str = Field(default="mixtune-runner", description="pods use its role for S3 (IRSA/workload identity)")
@@ -292,6 +303,9 @@ class MixtuneConfig(_Strict):
     def _lengths(self) -> "MixtuneConfig":
         if self.data.validation_fraction + self.data.test_fraction >= 0.9:
             raise ValueError("data.validation_fraction + data.test_fraction must leave room for training")
+        if self.model.architecture == "causal" and self.train.packing:
+            raise ValueError("train.packing packs encoder-decoder rows; with model.architecture: causal set "
+                             "train.packing: false (decoder-only batches are padded)")
         return self
 
 

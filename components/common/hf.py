@@ -34,7 +34,10 @@ def load_tokenizer(ref: str, store: Store):
     return AutoTokenizer.from_pretrained(local_copy(ref, store))
 
 
-def load_seq2seq(ref: str, store: Store):
-    from transformers import AutoModelForSeq2SeqLM
+def load_model(ref: str, store: Store):
+    """A model a step wrote (or a base): seq2seq or decoder-only, as its config says."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    return AutoModelForSeq2SeqLM.from_pretrained(local_copy(ref, store), use_safetensors=True)
+    path = local_copy(ref, store)
+    auto = AutoModelForSeq2SeqLM if AutoConfig.from_pretrained(path).is_encoder_decoder else AutoModelForCausalLM
+    return auto.from_pretrained(path, use_safetensors=True)

@@ -111,7 +111,7 @@ def find_champion(cfg: MixtuneConfig, workdir: Path) -> Champion | None:
 
 def predict(ref: str, texts: list[str], store: Store, settings: GenerationSettings, role: str) -> list[str]:
     """Load one model (and its own tokenizer), generate, and free it before the next model."""
-    model, tokenizer = hf.load_seq2seq(ref, store), hf.load_tokenizer(ref, store)
+    model, tokenizer = hf.load_model(ref, store), hf.load_tokenizer(ref, store)
     try:
         return generate(model, tokenizer, texts, settings, desc=role)
     finally:

@@ -1,7 +1,9 @@
-"""Batched, deterministic generation for a seq2seq model on the evaluation inputs.
+"""Batched, deterministic generation for a seq2seq or decoder-only model on the evaluation inputs.
 
 Inputs are tokenized once and sorted by length so each batch pads little; outputs are returned in
-the original order. T5 is an encoder-decoder, so right padding of the inputs is correct.
+the original order. An encoder-decoder (T5) takes right-padded inputs and returns only the output;
+a decoder-only model continues its prompt, so prompts are left-padded (the next token follows each
+prompt's end) and the prompt is cut off its output.
 """
 from __future__ import annotations
 
@@ -39,6 +41,11 @@ def generate(model, tokenizer, texts: list[str], settings: GenerationSettings, d
     """Greedy (num_beams=1) or beam-search outputs for texts, in the order of texts."""
     device = pick_device()
     model.to(device).eval()
+    causal = not model.config.is_encoder_decoder
+    if causal:
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:  # many decoder tokenizers have none; padded positions are masked
+            tokenizer.pad_token = tokenizer.eos_token
     encoded = tokenizer(texts, truncation=True, max_length=settings.max_source_length)["input_ids"]
     outputs: list[str] = [""] * len(texts)
     beam = {"num_beams": settings.num_beams, "early_stopping": True} if settings.num_beams > 1 else {"num_beams": 1}
@@ -51,8 +58,11 @@ def generate(model, tokenizer, texts: list[str], settings: GenerationSettings, d
                 attention_mask=batch["attention_mask"].to(device),
                 max_new_tokens=settings.max_new_tokens,
                 do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
                 **beam,
             )
+            if causal:
+                generated = generated[:, batch["input_ids"].shape[1]:]
             for i, text in zip(idx, tokenizer.batch_decode(generated, skip_special_tokens=True)):
                 outputs[i] = text.strip()
     return outputs

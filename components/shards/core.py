@@ -6,20 +6,21 @@ Layout under <artifact_root>/shards (format_version 2):
   manifest.json                                written last: its presence means complete
 A stream is a task ("T") or its replayed examples ("replay/T"); the stream dir replaces "/" by "__".
 
-How the work is split. The core is three functions a cluster can fan out with a KFP ParallelFor:
-`plan_partitions` (row ranges of each split), `tokenize_partition` (one range -> its shards + a
-partial manifest) and `merge_manifests` (partials -> manifest). On one machine, this step runs each
+How the work is split. The core is two functions a cluster fans out with a KFP ParallelFor:
+`tokenize_partition` (one row range of a split -> its shards + a partial manifest) and
+`merge_manifests` (partials -> manifest). On one machine, this step runs each
 split as ONE partition whose record batches go through a process pool (ordered, bounded map), rather
 than many partitions side by side: every stream then gets full shards and a single short last one,
 the bytes are identical whatever the worker count, and small splits (validation, test) still use every
-core. A fanned-out run differs only in where each stream's short shards fall (one per partition).
+core. With `shards.partitions` > 1 the DAG fans out instead (fanout.py); the shards' rows are the
+same, only where each stream's short shards fall differs (one per partition).
 """
 from __future__ import annotations
 
 import math
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,20 @@ def clear_manifest(store: Store, out: str) -> None:
     store.client.delete_object(Bucket=manifest.bucket, Key=manifest.key)
 
 
+def prepare_tokenizer(cfg: MixtuneConfig, train_path: Callable[[], Path], out: str, tok_dir: Path,
+                      upstream: dict) -> dict:
+    """Build (or load) the tokenizer, save it to tok_dir and return the manifest header.
+
+    train_path is called only when the tokenizer has to be trained (the offline `tiny` base), so a
+    real tokenizer never waits for the train split to download."""
+    def texts() -> Iterator[list[str]]:
+        yield from train_texts(train_path(), cfg.shards.batch_size)
+
+    tok = build_tokenizer(cfg, texts())
+    tok.save_pretrained(tok_dir)
+    return manifest_header(cfg, upstream, tok, join(out, "tokenizer"))
+
+
 def write_shards(cfg: MixtuneConfig, examples_uri: str, artifact_root: str, store: Store) -> ShardsResult:
     out = join(artifact_root, "shards")
     upstream = store.get_json(join(examples_uri, "manifest.json"))
@@ -64,9 +79,7 @@ def write_shards(cfg: MixtuneConfig, examples_uri: str, artifact_root: str, stor
     with tempfile.TemporaryDirectory(prefix="mixtune-shards-") as tmp:
         paths = {s: fetch_examples(store, examples_uri, s, Path(tmp) / "examples") for s in SPLITS}
         tok_dir = Path(tmp) / "tokenizer"
-        tok = build_tokenizer(cfg, train_texts(paths["train"], cfg.shards.batch_size))
-        tok.save_pretrained(tok_dir)
-        header = manifest_header(cfg, upstream, tok, join(out, "tokenizer"))
+        header = prepare_tokenizer(cfg, lambda: paths["train"], out, tok_dir, upstream)
         batches = sum(math.ceil(split_rows_of(p) / cfg.shards.batch_size) for p in paths.values())
         workers = shard_workers(cfg, batches)
         started = time.perf_counter()
@@ -80,22 +93,27 @@ def write_shards(cfg: MixtuneConfig, examples_uri: str, artifact_root: str, stor
     return ShardsResult(out, manifest)
 
 
-def run_shards(cfg: MixtuneConfig, examples_uri: str, artifact_root: str, pipeline_run: str) -> ShardsResult:
+def log_shards(cfg: MixtuneConfig, m: dict) -> None:
+    """The shards step's MLflow record (the same whether it ran as one task or fanned out)."""
     import mlflow
 
+    mlflow.log_params({"tokenizer": cfg.model.tokenizer or cfg.model.base, "vocab_size": m["vocab_size"],
+                       "rows_per_shard": m["rows_per_shard"], "workers": m["tokenize"]["workers"],
+                       "partitions": cfg.shards.partitions})
+    for split, info in m["splits"].items():
+        mlflow.log_metrics({f"{split}_rows": info["rows"], f"{split}_shards": len(info["shards"]),
+                            f"{split}_streams": len(info["streams"]),
+                            f"{split}_source_tokens": info["source_tokens"],
+                            f"{split}_target_tokens": info["target_tokens"],
+                            f"{split}_truncated": info["source_lengths"].get("truncated", 0)})
+    mlflow.log_metrics({"tokenize_seconds": m["tokenize"]["seconds"],
+                        "tokens_per_second": m["tokenize"]["tokens_per_second"]})
+    mlflow.log_dict(m, "shards_manifest.json")
+    mlflow.set_tag("mixtune.dataset_version", m["dataset_version"])
+
+
+def run_shards(cfg: MixtuneConfig, examples_uri: str, artifact_root: str, pipeline_run: str) -> ShardsResult:
     with step_run(cfg, pipeline_run, "shards"):
         result = write_shards(cfg, examples_uri, artifact_root, Store(cfg.storage))
-        m = result.manifest
-        mlflow.log_params({"tokenizer": cfg.model.tokenizer or cfg.model.base, "vocab_size": m["vocab_size"],
-                           "rows_per_shard": m["rows_per_shard"], "workers": m["tokenize"]["workers"]})
-        for split, info in m["splits"].items():
-            mlflow.log_metrics({f"{split}_rows": info["rows"], f"{split}_shards": len(info["shards"]),
-                                f"{split}_streams": len(info["streams"]),
-                                f"{split}_source_tokens": info["source_tokens"],
-                                f"{split}_target_tokens": info["target_tokens"],
-                                f"{split}_truncated": info["source_lengths"].get("truncated", 0)})
-        mlflow.log_metrics({"tokenize_seconds": m["tokenize"]["seconds"],
-                            "tokens_per_second": m["tokenize"]["tokens_per_second"]})
-        mlflow.log_dict(m, "shards_manifest.json")
-        mlflow.set_tag("mixtune.dataset_version", m["dataset_version"])
+        log_shards(cfg, result.manifest)
     return result

@@ -28,14 +28,6 @@ from components.shards.manifest import LengthCounts
 from components.shards.streams import SHARD_SCHEMA, ShardSink, StreamWriter, stream_column
 
 
-def plan_partitions(split_rows: dict[str, int], rows_per_partition: int) -> list[dict]:
-    """Work items for a fan-out: {"split", "partition", "num_partitions"}, every split at least once."""
-    return [{"split": split, "partition": k, "num_partitions": n}
-            for split in SPLITS
-            for n in [max(1, math.ceil(split_rows.get(split, 0) / rows_per_partition))]
-            for k in range(n)]
-
-
 def partition_range(total_rows: int, partition: int, num_partitions: int) -> tuple[int, int]:
     if not 0 <= partition < num_partitions:
         raise ValueError(f"partition {partition} is not in [0, {num_partitions})")

@@ -114,24 +114,26 @@ def check_shards(store: Store, manifest: dict, split: str = "train") -> None:
 
 
 def prepare_base(cfg: MixtuneConfig, manifest: dict, store: Store, tokenizer_dir: Path,
-                 work: Path, out: str) -> tuple[str, str]:
-    """(local path or hub id the workers load, base_model_uri evaluation scores)."""
+                 work: Path, out: str) -> tuple[str, str, str]:
+    """(local path or hub id the workers load, base_model_uri evaluation scores, architecture)."""
     if cfg.model.base != "tiny":
         ref = local_copy(cfg.model.base, store)  # s3:// dirs are downloaded; hub ids and paths pass through
         if model_lib.base_vocab_size(ref) < manifest["vocab_size"]:
             raise ValueError(f"base model {cfg.model.base} has fewer embeddings than the shards' tokenizer "
                              f"({manifest['vocab_size']} tokens)")
-        return ref, cfg.model.base
+        return ref, cfg.model.base, model_lib.resolve_architecture(cfg.model.architecture, ref)
     from transformers import AutoTokenizer
 
+    architecture = model_lib.resolve_architecture(cfg.model.architecture, "tiny")
     tiny = model_lib.build_tiny(cfg.model.tiny, manifest["vocab_size"], manifest["pad_token_id"],
-                                manifest["eos_token_id"], cfg.train.seed)
+                                manifest["eos_token_id"], cfg.train.seed, architecture,
+                                cfg.model.max_source_length + cfg.model.max_target_length)
     local = model_lib.save_model(tiny, AutoTokenizer.from_pretrained(tokenizer_dir), work / "base_model")
     base_uri = join(out, "base_model")
     _clear_complete(store, base_uri)
     store.upload_dir(local, base_uri)
     store.put_json(join(base_uri, COMPLETE_MARKER), {"seed": cfg.train.seed})  # last: readers check it
-    return str(local), base_uri
+    return str(local), base_uri, architecture
 
 
 def _clear_complete(store: Store, model_uri: str) -> None:
@@ -187,14 +189,21 @@ def run_train(cfg: MixtuneConfig, shards_uri: str, artifact_root: str, pipeline_
         manifest = read_manifest(store, shards_uri)
         check_shards(store, manifest)
         tokenizer_dir = store.download_dir(manifest["tokenizer_uri"], work / "tokenizer")
-        base_path, base_uri = prepare_base(cfg, manifest, store, tokenizer_dir, work, out)
+        base_path, base_uri, architecture = prepare_base(cfg, manifest, store, tokenizer_dir, work, out)
+        if architecture == "causal" and cfg.train.packing:
+            raise ValueError(f"base model {cfg.model.base} is decoder-only and train.packing packs encoder-decoder "
+                             "rows: set train.packing: false")
         store.put_json(join(out, "deepspeed_config.json"), ds_config)
         _log_inputs(cfg, manifest, shards_uri, device, ds_config)
+        mlflow.log_param("architecture", architecture)
         _clear_complete(store, join(out, "model"))
 
         job = {
             "config": json.loads(cfg.model_dump_json()), "device": device, "deepspeed_config": ds_config,
-            "shards_manifest": manifest, "pad_token_id": manifest["pad_token_id"],
+            "shards_manifest": manifest, "architecture": architecture,
+            # Decoder tokenizers often have no pad token: padded positions are masked, so </s> serves.
+            "pad_token_id": manifest["pad_token_id"] if manifest["pad_token_id"] is not None
+            else manifest["eos_token_id"], "eos_token_id": manifest["eos_token_id"],
             "mlflow_run_id": run.info.run_id, "output_uri": out,
             "checkpoint_root": cfg.train.checkpoint_uri or join(out, "checkpoints"),
             # A pod elsewhere reads S3; local ranks reuse the parent's files.

@@ -6,7 +6,8 @@ lives in S3, so nothing but its URI goes into the manifest. Credentials never do
 them from the service account's role, or from `credentials_secret` by reference.
 
 Field names follow the CRDs' Go types: trainer.kubeflow.org/v1alpha1 TrainJob (Trainer v2.2+, which
-replaced podTemplateOverrides with runtimePatches; pass overrides="podTemplateOverrides" for v2.0-2.1)
+replaced podTemplateOverrides with runtimePatches; train.kubernetes.trainjob_overrides picks podTemplateOverrides
+for v2.0-2.1)
 and kubeflow.org/v1 PyTorchJob.
 """
 from __future__ import annotations
@@ -189,7 +190,7 @@ def pytorchjob_manifest(cfg: MixtuneConfig, job_uri: str, name: str, pipeline_ru
 def manifest_for(cfg: MixtuneConfig, job_uri: str, name: str, pipeline_run: str | None = None) -> dict:
     """The manifest train.launcher asks for."""
     if cfg.train.launcher == "trainjob":
-        return trainjob_manifest(cfg, job_uri, name, pipeline_run)
+        return trainjob_manifest(cfg, job_uri, name, pipeline_run, cfg.train.kubernetes.trainjob_overrides)
     if cfg.train.launcher == "pytorchjob":
         return pytorchjob_manifest(cfg, job_uri, name, pipeline_run)
     raise ValueError(f"train.launcher={cfg.train.launcher!r} does not run on Kubeflow")

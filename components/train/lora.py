@@ -1,8 +1,8 @@
-"""Low-rank adapters (PEFT LoRA) on a seq2seq model, and the exports that make them disappear.
+"""Low-rank adapters (PEFT LoRA) on a seq2seq or causal model, and the exports that make them disappear.
 
 Training with `train.lora.enabled` wraps the base model in adapters; only the adapters train. The
 exported model has them merged, so evaluation and registration load it with
-`AutoModelForSeq2SeqLM.from_pretrained` exactly like a full fine-tune. The adapter alone (a few MB)
+`from_pretrained` exactly like a full fine-tune. The adapter alone (a few MB)
 can be saved next to it.
 
 DeepSpeed: the peft model is what the worker hands to `deepspeed.initialize`, and `engine.module` is
@@ -45,15 +45,31 @@ def check_target_modules(model: torch.nn.Module, targets: list[str]) -> None:
             f"module names that exist: {adaptable_suffixes(model)}")
 
 
+# The attention projections, by naming family: T5's, then the Llama/Mistral/Qwen/Gemma decoders'.
+DEFAULT_TARGETS = (["q", "k", "v", "o"], ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+def default_targets(model: torch.nn.Module) -> list[str]:
+    suffixes = set(adaptable_suffixes(model))
+    for names in DEFAULT_TARGETS:
+        if set(names) <= suffixes:
+            return list(names)
+    raise ValueError(f"train.lora.target_modules is not set and {type(model).__name__} has no attention "
+                     f"projections named {' or '.join(map(str, DEFAULT_TARGETS))}; name the modules to adapt "
+                     f"from: {adaptable_suffixes(model)}")
+
+
 def apply_lora(model: torch.nn.Module, lora: LoraConfig):
-    """Wrap a seq2seq model in LoRA adapters; the base weights are frozen, only the adapters train."""
+    """Wrap a model in LoRA adapters; the base weights are frozen, only the adapters train."""
     from peft import LoraConfig as PeftLoraConfig, TaskType, get_peft_model
 
-    if not lora.target_modules:
+    if lora.target_modules is not None and not lora.target_modules:
         raise ValueError("train.lora.target_modules is empty: name the modules to adapt (T5: q, k, v, o, wi, wo)")
-    check_target_modules(model, lora.target_modules)
-    config = PeftLoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=lora.r, lora_alpha=lora.alpha,
-                            lora_dropout=lora.dropout, target_modules=list(lora.target_modules), bias="none")
+    targets = list(lora.target_modules) if lora.target_modules else default_targets(model)
+    check_target_modules(model, targets)
+    task = TaskType.SEQ_2_SEQ_LM if model.config.is_encoder_decoder else TaskType.CAUSAL_LM
+    config = PeftLoraConfig(task_type=task, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                            target_modules=targets, bias="none")
     return get_peft_model(model, config)
 
 
@@ -91,9 +107,15 @@ def merged_state_dict(model) -> dict[str, torch.Tensor]:
 
     base = model.get_base_model()
     merged: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, tuple]] = set()
     for key, tensor in base.state_dict().items():
         if ".lora_" in key:  # lora_A / lora_B / lora_dropout state: folded in below
             continue
+        # Tied weights (T5's shared/embed_tokens/lm_head) come once, under their first name, as
+        # save_pretrained writes them: copies would no longer look tied and be saved three times.
+        if tensor.numel() and (tensor.data_ptr(), tuple(tensor.shape)) in seen:
+            continue
+        seen.add((tensor.data_ptr(), tuple(tensor.shape)))
         merged[key.replace(".base_layer.", ".")] = tensor.detach().to("cpu", copy=True)
     for name, layer in base.named_modules():
         if not isinstance(layer, LoraLayer):

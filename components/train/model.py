@@ -1,4 +1,7 @@
-"""The model side of training: build the tiny T5, load any other base, save and optimise it.
+"""The model side of training: build a tiny model, load any other base, save and optimise it.
+
+Two architectures: seq2seq (encoder-decoder, T5) and causal (decoder-only; the tiny one is
+Llama-shaped: RoPE, RMSNorm, SwiGLU, as most current decoders are).
 
 Kept free of DeepSpeed so the parent process (which only prepares the base model) stays light.
 """
@@ -11,11 +14,14 @@ import torch
 from components.common.config import TinyModelConfig
 
 
-def build_tiny(tiny: TinyModelConfig, vocab_size: int, pad_id: int, eos_id: int, seed: int):
-    """A randomly initialised T5 sized by the config, with the shards' vocabulary and special ids.
+def build_tiny(tiny: TinyModelConfig, vocab_size: int, pad_id: int, eos_id: int, seed: int,
+               architecture: str = "seq2seq", max_positions: int = 512):
+    """A randomly initialised model sized by the config, with the shards' vocabulary and special ids.
 
     The config's own vocab_size is ignored: the embedding must match the tokenizer the shards used.
     """
+    if architecture == "causal":
+        return _seeded(seed, lambda: _tiny_decoder(tiny, vocab_size, pad_id, eos_id, max_positions))
     from transformers import T5Config, T5ForConditionalGeneration
 
     config = T5Config(
@@ -31,12 +37,40 @@ def build_tiny(tiny: TinyModelConfig, vocab_size: int, pad_id: int, eos_id: int,
         decoder_start_token_id=pad_id,  # T5 starts decoding from the pad token
         tie_word_embeddings=True,  # untied random T5 starts ~10x higher in loss (NOTES)
     )
+    return _seeded(seed, lambda: T5ForConditionalGeneration(config))
+
+
+def _tiny_decoder(tiny: TinyModelConfig, vocab_size: int, pad_id: int, eos_id: int, max_positions: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=tiny.d_model, intermediate_size=tiny.d_ff,
+        num_hidden_layers=tiny.num_layers + tiny.num_decoder_layers,  # the T5's depth, in one stack
+        num_attention_heads=tiny.num_heads, num_key_value_heads=tiny.num_heads,
+        head_dim=tiny.d_model // tiny.num_heads, max_position_embeddings=max_positions,
+        pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=None,  # the tiny tokenizer has no BOS
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config)
+
+
+def _seeded(seed: int, build):
     # Seeded so the same config always yields the same base, which evaluation scores as "untrained".
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        model = T5ForConditionalGeneration(config)
-    return model
+        return build()
+
+
+def resolve_architecture(architecture: str, base: str) -> str:
+    """model.architecture with "auto" decided: 'tiny' is seq2seq, any other base by its config."""
+    if architecture != "auto":
+        return architecture
+    if base == "tiny":
+        return "seq2seq"
+    from transformers import AutoConfig
+
+    return "seq2seq" if AutoConfig.from_pretrained(base).is_encoder_decoder else "causal"
 
 
 def base_vocab_size(path_or_id: str) -> int:
@@ -46,11 +80,13 @@ def base_vocab_size(path_or_id: str) -> int:
     return int(AutoConfig.from_pretrained(path_or_id).vocab_size)
 
 
-def load_model(path_or_id: str):
-    """Any seq2seq checkpoint: a local save_pretrained dir or a hub id, in fp32 (DeepSpeed casts for bf16)."""
-    from transformers import AutoModelForSeq2SeqLM
+def load_model(path_or_id: str, architecture: str = "seq2seq"):
+    """A seq2seq or causal checkpoint: a local save_pretrained dir or a hub id, in fp32 (DeepSpeed casts
+    for bf16)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    return AutoModelForSeq2SeqLM.from_pretrained(path_or_id, dtype=torch.float32)
+    auto = AutoModelForCausalLM if architecture == "causal" else AutoModelForSeq2SeqLM
+    return auto.from_pretrained(path_or_id, dtype=torch.float32)
 
 
 def save_model(model, tokenizer, out_dir: str | Path, state_dict: dict | None = None) -> Path:

@@ -47,6 +47,31 @@ def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, t
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
+def collate_causal(rows: list[tuple[list[int], list[int]]], pad_id: int, eos_id: int,
+                   bos_id: int | None = None) -> dict[str, torch.Tensor]:
+    """Decoder-only rows: prompt then target in one sequence, the loss on the target only.
+
+    The target ends with </s> so the model learns to stop (a decoder tokenizer may not append it), and
+    loses a leading BOS (some add one to every text). The model shifts labels itself.
+    """
+    seqs, labels = [], []
+    for src, tgt in rows:
+        tgt = list(tgt[1:] if bos_id is not None and tgt[:1] == [bos_id] else tgt)
+        if not tgt or tgt[-1] != eos_id:
+            tgt.append(eos_id)
+        seqs.append(list(src) + tgt)
+        labels.append([-100] * len(src) + tgt)
+    length = max(len(s) for s in seqs)
+    batch = {"input_ids": torch.full((len(rows), length), pad_id, dtype=torch.long),
+             "attention_mask": torch.zeros((len(rows), length), dtype=torch.long),
+             "labels": torch.full((len(rows), length), -100, dtype=torch.long)}
+    for i, (seq, lab) in enumerate(zip(seqs, labels)):
+        batch["input_ids"][i, : len(seq)] = torch.tensor(seq)
+        batch["attention_mask"][i, : len(seq)] = 1
+        batch["labels"][i, : len(lab)] = torch.tensor(lab)
+    return batch
+
+
 def step_seed(seed: int, rank: int, step: int) -> int:
     """The RNG seed for one optimizer step on one rank: a resumed run draws the same dropout masks."""
     digest = hashlib.blake2b(f"{seed}|{rank}|{step}".encode(), digest_size=8).digest()
@@ -56,8 +81,10 @@ def step_seed(seed: int, rank: int, step: int) -> int:
 class Batches:
     """This rank's micro-batches from the loader, padded or packed, with a resumable state."""
 
-    def __init__(self, loader, cfg: MixtuneConfig, micro: int, pad: int, start: int):
+    def __init__(self, loader, cfg: MixtuneConfig, micro: int, pad: int, start: int,
+                 causal: bool = False, eos: int | None = None, bos: int | None = None):
         self.loader, self.cfg, self.micro, self.pad, self.start = loader, cfg, micro, pad, start
+        self.causal, self.eos, self.bos = causal, eos, bos
         self.pending: list[Example] = []  # packing: drawn examples that did not fit the last batch
 
     def next(self, device) -> tuple[torch.Tensor | dict, float, bool]:
@@ -68,8 +95,11 @@ class Batches:
                                                    m.max_source_length, m.max_target_length)
             pb = packing.to_device(packing.pack_examples(rows, self.pad, self.start), device)
             return pb, float((pb.enc_segments > 0).sum() + (pb.dec_segments > 0).sum()), True
-        batch = collate([(e.input_ids, e.labels) for e in self.loader.batch(self.micro)], self.pad)
-        batch = {k: v.to(device) for k, v in batch.items()}
+        rows = [(e.input_ids, e.labels) for e in self.loader.batch(self.micro)]
+        if self.causal:  # one sequence per example: its real tokens are the attended ones
+            batch = {k: v.to(device) for k, v in collate_causal(rows, self.pad, self.eos, self.bos).items()}
+            return batch, float(batch["attention_mask"].sum()), False
+        batch = {k: v.to(device) for k, v in collate(rows, self.pad).items()}
         return batch, float(batch["attention_mask"].sum() + (batch["labels"] != -100).sum()), False
 
     def state_dict(self) -> dict:
@@ -159,7 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(job.get("work_dir") or tempfile.mkdtemp(prefix="mixtune-rank-"))
     model_path, tokenizer_path = local_refs(job, store, local_rank)
 
-    model = model_lib.load_model(model_path)
+    causal = job.get("architecture") == "causal"
+    model = model_lib.load_model(model_path, job.get("architecture", "seq2seq"))
     if tc.lora.enabled:
         from components.train import lora
 
@@ -177,7 +208,8 @@ def main(argv: list[str] | None = None) -> None:
     loader = loader_lib.from_manifest(job["shards_manifest"], "train", store, cache, tc.loader.mixture_weights,
                                       tc.seed, rank, world, tc.loader.shuffle_block_shards)
     config = model_lib.unwrap(engine.module).config
-    batches = Batches(loader, cfg, micro, job["pad_token_id"], config.decoder_start_token_id)
+    batches = Batches(loader, cfg, micro, job["pad_token_id"], getattr(config, "decoder_start_token_id", None),
+                      causal, job.get("eos_token_id"), getattr(config, "bos_token_id", None))
 
     state = {"history": [], "window": [0.0, 0.0, 0.0], "tokens_total": 0.0, "train_seconds": 0.0}
     ckpt_root, ckpt_dir = job["checkpoint_root"], work / "checkpoint"
@@ -267,7 +299,6 @@ def save_and_upload(engine, job: dict, cfg: MixtuneConfig, rank: int, model_path
     # Every rank must enter the gather (it is a collective); only rank 0 writes.
     lora_on = cfg.train.lora.enabled
     merged = adapter = None
-    # Every rank must enter the gather (it is a collective); only rank 0 writes.
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=gather):
         if rank == 0:
             if lora_on:  # merged copies, so this works with ZeRO-3's gathered parameters too

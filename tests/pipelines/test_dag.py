@@ -1,3 +1,5 @@
+import json
+
 import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
@@ -40,3 +42,20 @@ def test_no_credentials_in_compiled_yaml(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value-that-must-not-leak")
     _, docs = _compile(tmp_path)
     assert "s3cr3t-value-that-must-not-leak" not in (tmp_path / "p.yaml").read_text()
+
+
+def test_shards_fan_out_over_partitions(tmp_path):
+    _, docs = _compile(tmp_path, **{"shards.partitions": 3})
+    spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    tasks = spec.root.dag.tasks
+    loop = next(name for name in tasks if name.startswith("for-loop"))
+    assert sorted(tasks) == sorted(["ingest", "templates", "shards-prepare", loop, "shards-merge", "train",
+                                    "evaluate", "register"])
+    assert sorted(tasks[loop].dependent_tasks) == ["shards-prepare"]
+    assert sorted(tasks["shards-merge"].dependent_tasks) == [loop]
+    assert sorted(tasks["train"].dependent_tasks) == ["shards-merge"]
+    # One task per partition, indices known when the pipeline compiles.
+    items = json_format.MessageToDict(tasks[loop].parameter_iterator.items)
+    assert json.loads(items["raw"]) == ["0", "1", "2"]
+    body = spec.components[tasks[loop].component_ref.name].dag.tasks
+    assert list(body) == ["shards-partition"] and not body["shards-partition"].caching_options.enable_cache

@@ -116,6 +116,9 @@ def test_trainjob_for_trainer_2_1_uses_pod_template_overrides():
     assert override["metadata"]["labels"]["app.kubernetes.io/part-of"] == "mixtune"
     with pytest.raises(ValueError, match="overrides"):
         kf.trainjob_manifest(config(), JOB_URI, "run", overrides="podSpecOverrides")
+    # The config knob reaches the manifest the train step submits.
+    assert kf.manifest_for(config(trainjob_overrides="podTemplateOverrides"), JOB_URI, "run") == m
+    assert "runtimePatches" in kf.manifest_for(config(), JOB_URI, "run")["spec"]
 
 
 # -- PyTorchJob ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from kfp.dsl import Metrics
 from mlflow.tracking import MlflowClient
 
 from components.common.config import MixtuneConfig
-from components.common.hf import load_seq2seq, load_tokenizer
+from components.common.hf import load_model, load_tokenizer
 from components.common.storage import Store, join
 from components.common.tracking import parent_run_id
 from components.train import launch
@@ -34,7 +34,7 @@ def check_run(cfg: MixtuneConfig, store: Store, artifact_root: str, result, step
     assert log["history"][0]["step"] == 1 and log["history"][-1]["step"] == steps
     assert store.get_json(join(out, "deepspeed_config.json"))["zero_optimization"]["stage"] == cfg.train.zero_stage
 
-    model = load_seq2seq(result.model_uri, store)  # from_pretrained, safetensors only
+    model = load_model(result.model_uri, store)  # from_pretrained, safetensors only
     tokenizer = load_tokenizer(result.model_uri, store)
     assert model.config.vocab_size == len(tokenizer)
     assert result.base_model_uri == join(out, "base_model")
