@@ -14,6 +14,10 @@ the same initial weights (seed 0) and a fresh torch AdamW (same lr, constant) fo
   without Trainer overhead);
 - packed: the same examples packed into rows of 512/128 tokens (components/train/packing.py), with
   block-diagonal masks, batches of --rows rows (default: the same tokens per step), the same loop.
+  By default the rows are filled as training fills them: `fill_rows`, online first-fit over the
+  same shuffled stream, leftovers carried to the next step (--packer online). --packer offline plans
+  every row up front with `plan_rows` (windowed first-fit decreasing): denser, but training cannot
+  use it, since the loader streams examples.
 The modes are interleaved: after each Trainer step a callback runs one padded-loop step and one packed
 step, each timed on its own, so that load from other processes falls on all three alike. Each mode
 trains `--warmup` untimed steps, then `--steps` timed steps. Throughput counts only real (non-pad)
@@ -35,7 +39,8 @@ SHARED = REPO.parent / "shared"
 
 import torch  # noqa: E402
 
-from components.train.packing import pack, packed_forward, per_example_loss, plan_rows  # noqa: E402
+from components.train.packing import (fill_rows, pack, pack_examples, packed_forward,  # noqa: E402
+                                      plan_rows, token_loss)
 
 MAX_SRC, MAX_TGT = 512, 128
 LR = 1e-4
@@ -85,16 +90,33 @@ def padded_step(model, opt, batches):
     return step
 
 
-def packed_step(model, opt, batches, n_examples: int):
+def packed_step(model, opt, batches):
     def step(i):
         b = batches[i]
-        loss = per_example_loss(packed_forward(model, b), b, n_examples)
-        (loss.sum() / sum(len(r) for r in b.examples)).backward()
+        token_loss(packed_forward(model, b), b).backward()  # the train step's loss: mean over target tokens
         opt.step()
         opt.zero_grad()
         return int((b.enc_segments > 0).sum() + (b.dec_segments > 0).sum()), b.input_ids.numel() + b.labels.numel()
 
     return step
+
+
+class Ex:
+    """An example as the loader yields it (fill_rows reads .input_ids, .labels and .key)."""
+
+    def __init__(self, key: int, input_ids: list[int], labels: list[int]):
+        self.key, self.input_ids, self.labels = key, input_ids, labels
+
+
+def online_batches(examples, order: list[int], per_step: int, steps: int, pad_id: int):
+    """`steps` batches of per_step rows, filled by fill_rows from the shuffled stream as training does."""
+    stream = iter([Ex(i, *examples[i]) for i in order])
+    batches, pending, packed = [], [], 0
+    for _ in range(steps):
+        rows, pending = fill_rows(lambda: next(stream), pending, per_step, MAX_SRC, MAX_TGT)
+        batches.append(pack_examples(rows, pad_id, pad_id))
+        packed += sum(len(r) for r in rows)
+    return batches, packed / (steps * per_step)
 
 
 def seq2seq_trainer(model, opt, tok, features: list[dict], batch: int, warmup: int, steps: int,
@@ -155,6 +177,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per mode before the timed ones")
     p.add_argument("--batch", type=int, default=16, help="trainer and padded loop: examples per step")
     p.add_argument("--rows", type=int, default=0, help="packed: rows per step (0 = same tokens per step)")
+    p.add_argument("--packer", choices=["online", "offline"], default="online",
+                   help="online: fill_rows over the stream, as training does; offline: plan_rows up front")
     p.add_argument("--group-by-length", action="store_true",
                    help="trainer: LengthGroupedSampler (train_sampling_strategy='group_by_length')")
     p.add_argument("--d-model", type=int, default=256)
@@ -188,20 +212,25 @@ def main() -> None:
     features = [{"input_ids": examples[i][0], "labels": examples[i][1]} for i in order]
     collate = DataCollatorForSeq2Seq(tok, model=None, padding=True)
     padded_batches = [collate(features[k:k + args.batch]) for k in range(0, len(features), args.batch)]
-    # Packed: the same examples in rows of MAX_SRC/MAX_TGT tokens.
+    # Packed: the same examples in rows of MAX_SRC/MAX_TGT tokens. The offline plan also sets the
+    # default rows per step (the trainer's tokens per step) for both packers.
     rows = plan_rows([(len(s), len(t)) for s, t in examples], MAX_SRC, MAX_TGT)
-    random.Random(1).shuffle(rows)
     per_step = args.rows or max(1, round(len(rows) * args.batch / len(examples)))
-    packed_batches = [pack(examples, rows[k:k + per_step], tok.pad_token_id, tok.pad_token_id)
-                      for k in range(0, len(rows), per_step)]
     w, n = args.warmup, args.steps
+    if args.packer == "offline":
+        random.Random(1).shuffle(rows)
+        packed_batches = [pack(examples, rows[k:k + per_step], tok.pad_token_id, tok.pad_token_id)
+                          for k in range(0, len(rows), per_step)]
+        examples_per_row = len(examples) / len(rows)
+    else:
+        packed_batches, examples_per_row = online_batches(examples, order, per_step, w + n, tok.pad_token_id)
     if min(len(padded_batches), len(packed_batches)) < w + n:
         raise SystemExit(f"too few batches for {w}+{n} steps: raise --examples")
 
     loop, packed = Meter(), Meter()
     trainer = seq2seq_trainer(*fresh(), tok, features, args.batch, w, n, args.group_by_length,
                               [(loop, padded_step(*fresh(), padded_batches)),
-                               (packed, packed_step(*fresh(), packed_batches, len(examples)))])
+                               (packed, packed_step(*fresh(), packed_batches))])
     (loop_tps, loop_fill), (pack_tps, pack_fill) = loop.row(), packed.row()
 
     same = [padded_counts(b) for b in padded_batches[:w + n]] == trainer["seen"][:w + n]
@@ -209,8 +238,8 @@ def main() -> None:
     model = fresh()[0]
     print(f"model: T5 d_model {args.d_model}, {args.layers}+{args.layers} layers, "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params, fp32, {torch.get_num_threads()} threads")
-    print(f"data: {len(examples)} DialogSum+SAMSum examples, T5 tokenizer, {len(rows)} packed rows "
-          f"({len(examples) / len(rows):.2f} examples/row); {w} warm-up + {n} timed steps per mode, interleaved; "
+    print(f"data: {len(examples)} DialogSum+SAMSum examples, T5 tokenizer; packed rows by {args.packer} packing, "
+          f"{examples_per_row:.2f} examples/row; {w} warm-up + {n} timed steps per mode, interleaved; "
           f"AdamW lr {LR:g} constant, no clipping")
     print(f"trainer batches identical to the padded loop's: {same} ({sampler}); "
           f"collation is {trainer['collate_share']:.2%} of the trainer's timed wall time")
