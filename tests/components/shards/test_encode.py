@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
-from components.shards.encode import Encoder, InlineExecutor, encode_pairs, init_worker, ordered_map
+from components.shards.encode import (TOKEN_LIST, Encoder, InlineExecutor, encode_pairs, id_lists, init_worker,
+                                     ordered_map)
 
 TEXTS = ["", "Customer: order 123456 is late.\nAgent: sorry!", "  spaces  and\ttabs ", "naïve café — ünïcödé",
          "<pad> </s> <unk> look like specials", " ".join(["refund"] * 400)]
@@ -59,3 +60,9 @@ def test_ordered_map_keeps_order_and_pulls_at_most_a_window_ahead():
             assert len(pulled) <= len(out) - 1 + 5  # the one just consumed was within the window of 5
     assert out == [(i, i * i) for i in range(60)]
     assert list(ordered_map(InlineExecutor(), slow_square, iter([]), window=3)) == []
+
+
+def test_id_lists_equal_pyarrow_conversion():
+    for ids in ([[5, 6, 1], [], [7, 1]], [], [[1]], [[2**31 - 1, 0]]):
+        got = id_lists(ids)
+        assert got.type == TOKEN_LIST and got.equals(pa.array(ids, type=TOKEN_LIST)), ids
