@@ -52,10 +52,12 @@ def shard_workers(cfg: MixtuneConfig, batches: int) -> int:
     return max(1, min(cfg.shards.workers or usable_cores(), batches))
 
 
-def clear_manifest(store: Store, out: str) -> None:
-    """Drop a previous attempt's manifest first, so a rerun never looks complete while it rewrites shards."""
+def clear_previous(store: Store, out: str) -> None:
+    """Empty a previous attempt's prefix: its manifest first, so a rerun never looks complete while it
+    rewrites shards, then everything else, so a rerun that writes fewer shards leaves none behind."""
     manifest = S3Uri.parse(join(out, "manifest.json"))
     store.client.delete_object(Bucket=manifest.bucket, Key=manifest.key)
+    store.delete_prefix(out)
 
 
 def prepare_tokenizer(cfg: MixtuneConfig, train_path: Callable[[], Path], out: str, tok_dir: Path,
@@ -75,7 +77,7 @@ def prepare_tokenizer(cfg: MixtuneConfig, train_path: Callable[[], Path], out: s
 def write_shards(cfg: MixtuneConfig, examples_uri: str, artifact_root: str, store: Store) -> ShardsResult:
     out = join(artifact_root, "shards")
     upstream = store.get_json(join(examples_uri, "manifest.json"))
-    clear_manifest(store, out)
+    clear_previous(store, out)
     with tempfile.TemporaryDirectory(prefix="mixtune-shards-") as tmp:
         paths = {s: fetch_examples(store, examples_uri, s, Path(tmp) / "examples") for s in SPLITS}
         tok_dir = Path(tmp) / "tokenizer"

@@ -22,7 +22,7 @@ from pathlib import Path
 from components.common.config import MixtuneConfig
 from components.common.schemas import SPLITS
 from components.common.storage import Store, join
-from components.shards.core import ShardsResult, clear_manifest, prepare_tokenizer
+from components.shards.core import ShardsResult, clear_previous, prepare_tokenizer
 from components.shards.encode import make_pool, usable_cores
 from components.shards.manifest import merge_manifests
 from components.shards.partition import fetch_examples, tokenize_partition
@@ -42,8 +42,7 @@ def prepare_fanout(cfg: MixtuneConfig, examples_uri: str, artifact_root: str, st
     """Tokenizer + plan for cfg.shards.partitions partition tasks; returns the plan's URI."""
     out = shards_out(artifact_root)
     upstream = store.get_json(join(examples_uri, "manifest.json"))
-    clear_manifest(store, out)
-    store.delete_prefix(join(out, FANOUT_DIR))  # a previous attempt's partials must not be merged
+    clear_previous(store, out)  # a previous attempt's shards and partials too: they must not be merged
     with tempfile.TemporaryDirectory(prefix="mixtune-shards-") as tmp:
         tok_dir = Path(tmp) / "tokenizer"
         header = prepare_tokenizer(cfg, lambda: fetch_examples(store, examples_uri, "train", tmp),

@@ -47,11 +47,14 @@ def test_weights_default_to_train_rows_per_stream(shards_config, store, examples
     examples_writer(uri, {"train": 90, "validation": 6, "test": 6}, weights=None)
     stale = join(store.root, "runs", "p2", "shards", "manifest.json")
     store.put_json(stale, {"from": "an earlier attempt"})
+    old_shard = join(store.root, "runs", "p2", "shards", "train", "intent", "shard-00099.parquet")
+    store.put_bytes(old_shard, b"a shard an earlier, larger attempt wrote")
     seen = []  # whether a manifest exists while shards are written: a rerun must not look complete
     put = store.put_bytes
     store.put_bytes = lambda uri, data: seen.append(store.exists(stale)) or put(uri, data)
     m = write_shards(shards_config(workers=1), uri, join(store.root, "runs", "p2"), store).manifest
     assert seen and not any(seen) and store.get_json(stale) == m
+    assert not store.exists(old_shard)  # a rerun leaves only what its manifest lists
     streams = m["splits"]["train"]["streams"]
     assert m["mixture_weights"] == pytest.approx({s: v["rows"] / 90 for s, v in streams.items()})
     assert sum(m["mixture_weights"].values()) == pytest.approx(1.0)
