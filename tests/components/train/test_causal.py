@@ -10,7 +10,7 @@ from components.common.storage import join
 from components.evaluate.generation import GenerationSettings, generate
 from components.train import lora as lora_lib, model as model_lib
 from components.train.core import run_train
-from components.train.worker import collate_causal
+from components.train.batches import collate_causal
 
 TINY = TinyModelConfig(d_model=32, d_ff=64, d_kv=8, num_heads=2, num_layers=1, num_decoder_layers=1)
 

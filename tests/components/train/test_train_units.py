@@ -9,8 +9,9 @@ import pytest
 
 from components.common.config import TinyModelConfig, TrainConfig
 from components.train import model as model_lib
+from components.train.batches import collate
 from components.train.core import deepspeed_config, effective_deepspeed_config
-from components.train.worker import collate, step_seed
+from components.train.worker import step_seed
 
 
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])

@@ -1,0 +1,81 @@
+"""A rank's micro-batches: padded seq2seq, padded decoder-only, or packed seq2seq rows, drawn from the
+loader, with a state that a checkpoint carries (the loader's counters and any examples drawn but not
+yet packed)."""
+from __future__ import annotations
+
+import torch
+
+from components.common.config import MixtuneConfig
+from components.train import packing
+from components.train.loader import Example
+
+
+def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad to the longest row in this batch: inputs with pad (masked), labels with -100 (ignored)."""
+    src_len = max(len(s) for s, _ in rows)
+    tgt_len = max(len(t) for _, t in rows)
+    input_ids = torch.full((len(rows), src_len), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), src_len), dtype=torch.long)
+    labels = torch.full((len(rows), tgt_len), -100, dtype=torch.long)
+    for i, (src, tgt) in enumerate(rows):
+        input_ids[i, : len(src)] = torch.tensor(src)
+        attention_mask[i, : len(src)] = 1
+        labels[i, : len(tgt)] = torch.tensor(tgt)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def collate_causal(rows: list[tuple[list[int], list[int]]], pad_id: int, eos_id: int,
+                   bos_id: int | None = None) -> dict[str, torch.Tensor]:
+    """Decoder-only rows: prompt then target in one sequence, the loss on the target only.
+
+    The target ends with </s> so the model learns to stop (a decoder tokenizer may not append it), and
+    loses a leading BOS (some add one to every text). The model shifts labels itself.
+    """
+    seqs, labels = [], []
+    for src, tgt in rows:
+        tgt = list(tgt[1:] if bos_id is not None and tgt[:1] == [bos_id] else tgt)
+        if not tgt or tgt[-1] != eos_id:
+            tgt.append(eos_id)
+        seqs.append(list(src) + tgt)
+        labels.append([-100] * len(src) + tgt)
+    length = max(len(s) for s in seqs)
+    batch = {"input_ids": torch.full((len(rows), length), pad_id, dtype=torch.long),
+             "attention_mask": torch.zeros((len(rows), length), dtype=torch.long),
+             "labels": torch.full((len(rows), length), -100, dtype=torch.long)}
+    for i, (seq, lab) in enumerate(zip(seqs, labels)):
+        batch["input_ids"][i, : len(seq)] = torch.tensor(seq)
+        batch["attention_mask"][i, : len(seq)] = 1
+        batch["labels"][i, : len(lab)] = torch.tensor(lab)
+    return batch
+
+
+class Batches:
+    """This rank's micro-batches from the loader, padded or packed, with a resumable state."""
+
+    def __init__(self, loader, cfg: MixtuneConfig, micro: int, pad: int, start: int,
+                 causal: bool = False, eos: int | None = None, bos: int | None = None):
+        self.loader, self.cfg, self.micro, self.pad, self.start = loader, cfg, micro, pad, start
+        self.causal, self.eos, self.bos = causal, eos, bos
+        self.pending: list[Example] = []  # packing: drawn examples that did not fit the last batch
+
+    def next(self, device) -> tuple[torch.Tensor | dict, float, bool]:
+        """(model inputs, real tokens, packed?) of the next micro-batch."""
+        m = self.cfg.model
+        if self.cfg.train.packing:
+            rows, self.pending = packing.fill_rows(self.loader.next, self.pending, self.micro,
+                                                   m.max_source_length, m.max_target_length)
+            pb = packing.to_device(packing.pack_examples(rows, self.pad, self.start), device)
+            return pb, float((pb.enc_segments > 0).sum() + (pb.dec_segments > 0).sum()), True
+        rows = [(e.input_ids, e.labels) for e in self.loader.batch(self.micro)]
+        if self.causal:  # one sequence per example: its real tokens are the attended ones
+            batch = {k: v.to(device) for k, v in collate_causal(rows, self.pad, self.eos, self.bos).items()}
+            return batch, float(batch["attention_mask"].sum()), False
+        batch = {k: v.to(device) for k, v in collate(rows, self.pad).items()}
+        return batch, float(batch["attention_mask"].sum() + (batch["labels"] != -100).sum()), False
+
+    def state_dict(self) -> dict:
+        return {"loader": self.loader.state_dict(), "pending": [list(e.key) for e in self.pending]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loader.load_state_dict(state["loader"])
+        self.pending = [self.loader.example(tuple(k)) for k in state["pending"]]
