@@ -27,6 +27,15 @@ def stream_rows(store, manifest: dict, split: str) -> dict[str, list[dict]]:
             for name, s in manifest["splits"][split]["streams"].items()}
 
 
+def assert_same_content(store, whole: dict, merged: dict) -> None:
+    """Two manifests of the same examples hold the same rows, tokens and length stats per split and stream."""
+    for split in SPLITS:
+        a, b = whole["splits"][split], merged["splits"][split]
+        for key in ("rows", "source_tokens", "target_tokens", "source_lengths", "target_lengths"):
+            assert a[key] == b[key], (split, key)
+        assert stream_rows(store, whole, split) == stream_rows(store, merged, split)
+
+
 def test_replayed_rows_form_their_own_stream(shards_config, store, examples_uri):
     cfg = shards_config(rows_per_shard=50, batch_size=64, workers=1)
     m = write_shards(cfg, examples_uri, join(store.root, "runs", "p1"), store).manifest
@@ -88,11 +97,9 @@ def test_partitions_merged_equal_one_shot(shards_config, store, examples_uri, tm
     merged = merge_manifests({k: v for k, v in whole.items() if k not in ("splits", "tokenize", "mixture_weights")},
                              partials, store.get_json(join(examples_uri, "manifest.json")))
     assert merged["mixture_weights"] == whole["mixture_weights"]
+    assert_same_content(store, whole, merged)
     for split in SPLITS:
-        a, b = whole["splits"][split], merged["splits"][split]
-        for key in ("rows", "source_tokens", "target_tokens", "source_lengths", "target_lengths"):
-            assert a[key] == b[key], (split, key)
-        assert stream_rows(store, whole, split) == stream_rows(store, merged, split)
+        b = merged["splits"][split]
         assert all(0 < s["rows"] <= 40 for s in b["shards"])
         assert len({s["uri"] for s in b["shards"]}) == len(b["shards"])
     # One short shard per stream and partition at most: 3 train partitions of 200 rows.
