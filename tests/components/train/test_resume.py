@@ -48,7 +48,7 @@ def wait_for_checkpoint(store: Store, root: str, step: int, proc: subprocess.Pop
         if found and found[0] >= step:
             return
         assert proc.poll() is None, f"the step exited ({proc.returncode}) before checkpoint {step}"
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise TimeoutError(f"no checkpoint at step >= {step} under {ckpts}")
 
 
@@ -87,13 +87,18 @@ def test_kill_9_or_sigterm_then_rerun_equals_uninterrupted(cfg, store, shards_ur
     uninterrupted = weights(store, straight.model_uri, tmp_path / "straight")
 
     # kill -9: the step, torchrun and every rank, without warning, at a random step after a checkpoint.
+    # The delay is measured in this machine's step time, so the kill lands within ~2 steps of the
+    # checkpoint on a fast CI runner as on a slow laptop (a fixed 1.5 s once outlived the whole run).
+    step_seconds = store.get_json(join(store.root, "runs", "straight", "train", "train_log.json"))[
+        "train_seconds"] / STEPS
     rng = random.Random()
-    kill_after, delay = rng.choice([4, 8, 12]), rng.uniform(0.0, 1.5)
+    kill_after, delay = rng.choice([4, 8, 12]), rng.uniform(0.0, 2 * step_seconds)
     print(f"kill -9 after checkpoint {kill_after} + {delay:.2f} s", file=sys.stderr)
     root = join(store.root, "runs", "killed")
     proc = start_step(cfg, shards_uri, root, tmp_path)
     wait_for_checkpoint(store, root, kill_after, proc)
     time.sleep(delay)
+    assert proc.poll() is None, "the run finished before the kill: the test's timing assumption broke"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not store.exists(join(root, "train", "model", "_COMPLETE"))
