@@ -1,4 +1,5 @@
-"""The `mixtune` command: run the DAG locally, compile it for KFP, make sample data."""
+"""The `mixtune` command: run the DAG locally, compile it for KFP, promote or roll back the champion,
+make sample data."""
 from __future__ import annotations
 
 import argparse
@@ -55,6 +56,33 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def _alias_change(args, action) -> int:
+    from components.register.aliases import AliasError
+    from pipelines.local import local_services
+
+    try:
+        with local_services(_config(args), args.workdir, embedded_s3=not args.external_s3) as cfg:
+            change = action(cfg)
+    except AliasError as e:
+        print(f"mixtune {args.command}: {e}", file=sys.stderr)
+        return 1
+    print(f"{change.model_name}: champion v{change.before or '-'} → v{change.after}"
+          f"{' (forced)' if change.forced else ''}\n  {change.reason}")
+    return 0
+
+
+def cmd_promote(args) -> int:
+    from components.register.aliases import promote
+
+    return _alias_change(args, lambda cfg: promote(cfg, args.version, force=args.force, reason=args.reason))
+
+
+def cmd_rollback(args) -> int:
+    from components.register.aliases import rollback
+
+    return _alias_change(args, lambda cfg: rollback(cfg, reason=args.reason))
+
+
 def cmd_sample(args) -> int:
     from pipelines.sample_data import generate, write_jsonl
 
@@ -86,6 +114,20 @@ def parser() -> argparse.ArgumentParser:
     comp = with_config(sub.add_parser("compile", help="compile the DAG to KFP v2 YAML"))
     comp.add_argument("--output", "-o", default="mixtune-pipeline.yaml")
     comp.set_defaults(func=cmd_compile)
+
+    def with_registry(sp):
+        with_config(sp)
+        sp.add_argument("--workdir", default=".mixtune", help="local state of `run --local` (S3 data, MLflow DB)")
+        sp.add_argument("--external-s3", action="store_true", help="use storage.* from the config")
+        sp.add_argument("--reason", help="why; recorded on the model version and the registered model")
+        return sp
+
+    prom = with_registry(sub.add_parser("promote", help="make a version champion if it passes the gate"))
+    prom.add_argument("--version", required=True, help="model version number")
+    prom.add_argument("--force", action="store_true", help="skip the gate (needs --reason)")
+    prom.set_defaults(func=cmd_promote)
+    roll = with_registry(sub.add_parser("rollback", help="champion back to the champion it replaced"))
+    roll.set_defaults(func=cmd_rollback)
 
     sample = sub.add_parser("sample", help="write generated sample chat logs (JSONL)")
     sample.add_argument("--out", required=True)

@@ -76,6 +76,22 @@ def stage_sample(cfg: MixtuneConfig, store: Store, workdir: Path) -> MixtuneConf
     return cfg.model_copy(update={"data": cfg.data.model_copy(update={"sources": sources})})
 
 
+@contextlib.contextmanager
+def local_services(cfg: MixtuneConfig, workdir: str | Path = ".mixtune", embedded_s3: bool = True):
+    """The embedded S3 server (unless external) and the config pointed at it, for as long as the block runs."""
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        endpoint = None
+        if embedded_s3:
+            s3 = stack.enter_context(LocalS3(workdir / "s3"))
+            stack.enter_context(patched_environ(s3.env()))  # inherited by every step's subprocess
+            endpoint = s3.endpoint
+        cfg = localize(cfg, workdir, endpoint)
+        Store(cfg.storage).ensure_bucket()
+        yield cfg
+
+
 def run_local(cfg: MixtuneConfig, workdir: str | Path = ".mixtune", embedded_s3: bool = True,
               pipeline_run: str | None = None) -> dict:
     """Run the whole DAG locally and return the summary (see pipelines.summary)."""
@@ -85,17 +101,9 @@ def run_local(cfg: MixtuneConfig, workdir: str | Path = ".mixtune", embedded_s3:
     from pipelines.summary import collect_summary
 
     workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
     pipeline_run = pipeline_run or new_run_name()
-    with ExitStack() as stack:
-        endpoint = None
-        if embedded_s3:
-            s3 = stack.enter_context(LocalS3(workdir / "s3"))
-            stack.enter_context(patched_environ(s3.env()))  # inherited by every step's subprocess
-            endpoint = s3.endpoint
-        cfg = localize(cfg, workdir, endpoint)
+    with local_services(cfg, workdir, embedded_s3) as cfg:
         store = Store(cfg.storage)
-        store.ensure_bucket()
         cfg = stage_sample(cfg, store, workdir)
         artifact_root = join(store.root, "runs", pipeline_run)
         # Logged through the client: entering and leaving the run would mark it FINISHED early.

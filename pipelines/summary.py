@@ -40,10 +40,13 @@ def collect_summary(cfg: MixtuneConfig, store: Store, artifact_root: str, pipeli
         "pii": ingest.get("pii", {}),
         "files": {"read": len(ingest["files_read"]), "reused": len(ingest["files_reused"])},
         "mixture": {s: round(w, 3) for s, w in templates.get("mixture", {}).get("weights", {}).items()},
-        "metrics": {k: metrics.get(k) for k in ("base", "candidate", "champion")},
+        "evaluation": metrics,
+        "metrics": {t: v["scores"] for t, v in metrics["tasks"].items()},
+        "report": join(artifact_root, "evaluate", "report.html"),
         "champion_version_evaluated": None if metrics.get("champion_version") is None else str(metrics["champion_version"]),
         "n_eval": metrics.get("n_examples"),
-        "example": {k: example[k] for k in ("id", "reference", "candidate", "base")},
+        "example": {"id": example["id"], "reference": example["references"][0], "candidate": example["candidate"],
+                    "base": example["base"]},
         "registered": registered,
         "artifacts": sorted({u.split(artifact_root + "/")[1].split("/")[0] for u, _ in store.list(artifact_root)}),
         "tracking_uri": cfg.tracking.uri,
@@ -68,17 +71,13 @@ def print_summary(summary: dict) -> None:
               + (f"; PII redacted: {', '.join(f'{n} {k}' for k, n in pii.items())}" if pii else ""))
     if summary["mixture"]:
         con.print("  train mixture weights (sampled at load time): " + ", ".join(f"{t} {p:.1%}" for t, p in summary["mixture"].items()))
-    m = Table(title=f"ROUGE on {summary['n_eval']} test examples (F1 × 100)")
-    m.add_column("model")
-    keys = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
-    for k in keys:
-        m.add_column(k, justify="right")
-    for name in ("base", "candidate", "champion"):
-        vals = summary["metrics"].get(name)
-        if vals:
-            label = name if name != "champion" else f"champion (v{summary['champion_version_evaluated']})"
-            m.add_row(label, *[f"{vals.get(k, float('nan')):.2f}" for k in keys])
-    con.print(m)
+    from components.evaluate.report import print_summary_table
+
+    con.print(f"evaluation: {summary['n_eval']} examples; champion evaluated against: "
+              f"{'v' + summary['champion_version_evaluated'] if summary['champion_version_evaluated'] else 'none'}")
+    print_summary_table(summary["evaluation"], console=con)
+    con.print(f"gate (as evaluated): {summary['evaluation']['gate']['reason']}")
+    con.print(f"report: {summary['report']}")
     ex = summary["example"]
     con.print(f"example {ex['id']}\n  reference : {ex['reference']}\n  fine-tuned: {ex['candidate']}"
               f"\n  base      : {ex['base'][:120]!r}")

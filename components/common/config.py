@@ -247,19 +247,69 @@ class TrainConfig(_Strict):
     )
 
 
+MetricFamily = Literal["rouge", "rating", "ner", "code"]
+
+
+class BootstrapConfig(_Strict):
+    """Percentile bootstrap over evaluation examples, for intervals and the gate's paired deltas."""
+
+    resamples: int = Field(default=1000, ge=100)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    seed: int = 0
+
+
 class EvaluateConfig(_Strict):
-    tasks: list[str] = Field(default_factory=lambda: ["summarization"], description="tasks scored with ROUGE")
-    max_examples: int = Field(default=200, ge=1)
+    tasks: list[str] = Field(default_factory=lambda: ["summarization"], description="tasks scored, each with its own metrics")
+    max_examples: int = Field(default=200, ge=1, description="per task: the first N test examples by id")
+    eval_set_uri: str | None = Field(
+        default=None, description="a frozen evaluation set (examples Parquet, s3:// or local path) used instead "
+                                  "of this run's test split, so runs on new data are scored on the same set")
+    metrics: dict[str, MetricFamily] = Field(
+        default_factory=dict, description="task -> metric family; defaults: summarization/dialogue_topic rouge, "
+                                          "review_rating rating, ner ner, code_translation code, others rouge")
+    bootstrap: BootstrapConfig = BootstrapConfig()
     batch_size: int = Field(default=32, ge=1)
     num_beams: int = Field(default=1, ge=1)
     max_new_tokens: int = Field(default=96, ge=1)
+    worst_examples: int = Field(default=5, ge=0, description="per task, shown side by side in the report")
+
+
+class GateConfig(_Strict):
+    """When a candidate may become champion: it must beat the baseline (the champion, or the base model
+    before the first promotion) on the primary metric by a margin the confidence interval supports, and
+    no scored task may drop by more than a tolerance against the champion (and the base model)."""
+
+    primary_task: str | None = Field(default=None, description="default: the first of evaluate.tasks")
+    metric: str | None = Field(default=None, description="default: the primary metric of the task's family")
+    min_improvement: float = Field(default=0.0, ge=0.0, description="the delta CI's lower bound must exceed this")
+    max_drop: float = Field(default=1.0, ge=0.0, description="largest allowed drop of any task's primary metric")
+    max_drop_per_task: dict[str, float] = Field(default_factory=dict, description="task -> tolerance override")
+    check_base: bool = Field(default=True, description="also refuse a candidate that drops below the base model")
 
 
 class RegistryConfig(_Strict):
     model_name: str = "mixtune-summarizer"
-    metric: Literal["rouge1", "rouge2", "rougeL", "rougeLsum"] = Field(
-        default="rougeL", description="gate metric, a key of evaluate's metrics.json (mean F x 100)")
-    min_improvement: float = Field(default=0.0, ge=0.0, description="candidate must beat champion by this")
+    gate: GateConfig = GateConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, raw):
+        if isinstance(raw, dict):
+            moved = sorted({"metric", "min_improvement"} & set(raw))
+            if moved:
+                raise ValueError(f"{', '.join(moved)} moved to registry.gate ({', '.join('gate.' + k for k in moved)})")
+        return raw
+
+
+class InferConfig(_Strict):
+    """Batch inference: summarize unlabeled chat logs with a registered model."""
+
+    model: str = Field(default="champion", description="an alias of registry.model_name, or a version number")
+    prompt: str = Field(default="Summarize this dialogue:\n{dialogue}",
+                        description="the summarization task's eval template: what the model was scored with")
+    batch_size: int = Field(default=32, ge=1)
+    num_beams: int = Field(default=1, ge=1)
+    max_new_tokens: int = Field(default=96, ge=1)
 
 
 class StorageConfig(_Strict):
@@ -295,6 +345,7 @@ class MixtuneConfig(_Strict):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     registry: RegistryConfig = RegistryConfig()
+    infer: InferConfig = InferConfig()
     storage: StorageConfig = StorageConfig()
     tracking: TrackingConfig = TrackingConfig()
     images: ImagesConfig = ImagesConfig()
@@ -306,7 +357,20 @@ class MixtuneConfig(_Strict):
         if self.model.architecture == "causal" and self.train.packing:
             raise ValueError("train.packing packs encoder-decoder rows; with model.architecture: causal set "
                              "train.packing: false (decoder-only batches are padded)")
+        gate = self.registry.gate
+        if gate.primary_task is not None and gate.primary_task not in self.evaluate.tasks:
+            raise ValueError(f"registry.gate.primary_task {gate.primary_task!r} is not in evaluate.tasks "
+                             f"{self.evaluate.tasks}")
+        unknown = sorted(set(gate.max_drop_per_task) - set(self.evaluate.tasks))
+        if unknown:
+            raise ValueError(f"registry.gate.max_drop_per_task names tasks not in evaluate.tasks: {unknown}")
+        if not self.evaluate.tasks:
+            raise ValueError("evaluate.tasks must name at least one task")
         return self
+
+    @property
+    def primary_task(self) -> str:
+        return self.registry.gate.primary_task or self.evaluate.tasks[0]
 
 
 class ConfigError(ValueError):

@@ -37,6 +37,7 @@ EXAMPLE_SCHEMA = pa.schema(
         ("template_kind", pa.string()),  # zero_shot | few_shot | options | inverse
         ("inputs", pa.string()),
         ("targets", pa.string()),
+        ("references", pa.list_(pa.string())),  # validation/test: targets + alternative references; train: null
     ]
 )
 

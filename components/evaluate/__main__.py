@@ -7,6 +7,7 @@ import json
 
 from components.common.config import load_config
 from components.evaluate.core import run_evaluate
+from components.evaluate.scoring import flat_metrics
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,7 +23,8 @@ def main(argv: list[str] | None = None) -> None:
         load_config(args.config), args.examples_uri, args.model_uri, args.base_model_uri,
         args.artifact_root, args.pipeline_run,
     )
-    print(json.dumps({"eval_uri": r.eval_uri, "mlflow_run_id": r.mlflow_run_id, **r.flat_metrics()}, indent=2))
+    print(json.dumps({"eval_uri": r.eval_uri, "mlflow_run_id": r.mlflow_run_id, "gate": r.metrics["gate"]["reason"],
+                      **flat_metrics(r.metrics["tasks"])}, indent=2))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Metrics, Output
+from kfp.dsl import HTML, Metrics, Output
 
 
 def evaluate(
@@ -13,20 +13,27 @@ def evaluate(
     model_uri: str,
     base_model_uri: str,
     metrics: Output[Metrics],
-) -> NamedTuple("EvaluateOutputs", [("eval_uri", str), ("candidate_rougeL", float), ("base_rougeL", float)]):
-    """Score the candidate, the base model and the current champion with ROUGE on the same test set."""
+    report: Output[HTML],
+) -> NamedTuple("EvaluateOutputs", [("eval_uri", str), ("candidate_primary", float), ("base_primary", float),
+                                    ("gate_promote", bool)]):
+    """Score the candidate, the base model and the current champion per task on the same frozen set;
+    write metrics with intervals, the gate's verdict and an HTML report."""
     from collections import namedtuple
+    from pathlib import Path
 
     from components.common.config import config_from_json
     from components.evaluate.core import run_evaluate
+    from components.evaluate.scoring import flat_metrics
 
     cfg = config_from_json(config_json)
     r = run_evaluate(cfg, examples_uri, model_uri, base_model_uri, artifact_root, pipeline_run)
-    for key, value in r.flat_metrics().items():
-        metrics.log_metric(key, value)
+    for key, value in flat_metrics(r.metrics["tasks"]).items():
+        metrics.log_metric(key.replace("/", "."), value)
     metrics.log_metric("n_examples", r.metrics["n_examples"])
-    out = namedtuple("EvaluateOutputs", ["eval_uri", "candidate_rougeL", "base_rougeL"])
-    return out(r.eval_uri, float(r.metrics["candidate"]["rougeL"]), float(r.metrics["base"]["rougeL"]))
+    Path(report.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(report.path).write_text(r.report_html)
+    out = namedtuple("EvaluateOutputs", ["eval_uri", "candidate_primary", "base_primary", "gate_promote"])
+    return out(r.eval_uri, float(r.primary("candidate")), float(r.primary("base")), bool(r.metrics["gate"]["promote"]))
 
 
 def build(image: str):

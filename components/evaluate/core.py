@@ -1,14 +1,16 @@
-"""Evaluate core: candidate, base and current champion generate on the same test examples with the
-same settings, and are scored with ROUGE-1/2/L/Lsum (mean F-measure x 100).
+"""Evaluate core: the candidate, the base model and the current champion generate on the same frozen
+evaluation set with the same settings; every task is scored with its own metrics, with bootstrap
+intervals and paired deltas; the gate's verdict and an HTML report come out with the numbers.
 
 Scoring the champion here (not in register) means the promotion gate compares numbers measured on
 one evaluation set, identified by `eval_set_sha256`, in one process with one code version.
+Layout under <artifact_root>/evaluate: eval_set.parquet, predictions.parquet, report.html and
+metrics.json, written last (register reads it, so it never points at missing files).
 """
 from __future__ import annotations
 
 import gc
 import hashlib
-import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -16,29 +18,34 @@ from pathlib import Path
 
 import mlflow
 import pyarrow as pa
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from components.common import hf
 from components.common.config import MixtuneConfig
-from components.common.schemas import read_rows, write_table
+from components.common.gate import evaluate_gate
+from components.common.registry import CHAMPION, resolve
+from components.common.schemas import EXAMPLE_SCHEMA, table_bytes, write_table
 from components.common.storage import Store, join, require_complete
-from components.common.tracking import MODEL_URI_TAG, step_run
+from components.common.tracking import step_run
+from components.evaluate.evalset import eval_set_sha256, read_eval_source, references, select_examples
 from components.evaluate.generation import GenerationSettings, generate
-from components.evaluate.rouge import rouge
+from components.evaluate.report import render_report
+from components.evaluate.scoring import flat_metrics, score_tasks
 
-CHAMPION_ALIAS = "champion"
 ROLES = ("candidate", "base", "champion")
+SCHEMA_VERSION = 2
 
 PREDICTION_SCHEMA = pa.schema([
     ("id", pa.string()),
+    ("task", pa.string()),
     ("inputs", pa.string()),
-    ("reference", pa.string()),
+    ("references", pa.list_(pa.string())),
     ("base", pa.string()),
     ("candidate", pa.string()),
     ("champion", pa.string()),  # null when there is no champion
+    ("base_score", pa.float64()),  # per-example score, 0..100, higher is better
+    ("candidate_score", pa.float64()),
+    ("champion_score", pa.float64()),
 ])
-
 
 
 @dataclass(frozen=True)
@@ -52,33 +59,12 @@ class EvalResult:
     eval_uri: str
     metrics: dict  # the content of metrics.json
     mlflow_run_id: str
+    report_html: str = ""
 
-    def flat_metrics(self) -> dict[str, float]:
-        """{"candidate_rougeL": ..., "base_rouge1": ..., "champion_rougeL": ...} (champion if any)."""
-        return {f"{role}_{k}": v for role in ROLES for k, v in (self.metrics.get(role) or {}).items()}
-
-
-
-
-def select_examples(rows: list[dict], max_examples: int, tasks: list[str] | None = None) -> list[dict]:
-    """The first max_examples rows of the scored tasks by id: the same set for every model and run."""
-    ids = [r["id"] for r in rows]
-    if len(set(ids)) != len(ids):
-        raise ValueError("test split has duplicate example ids")
-    rows = [r for r in rows if tasks is None or r["task"] in tasks]
-    chosen = sorted(rows, key=lambda r: r["id"])[:max_examples]
-    if not chosen:
-        raise ValueError(f"test split has no examples of tasks {tasks}: nothing to evaluate")
-    return chosen
-
-
-def eval_set_sha256(rows: list[dict]) -> str:
-    """Content hash of (id, inputs, targets) in evaluation order: equal hashes, equal test sets."""
-    h = hashlib.sha256()
-    for r in rows:
-        h.update(json.dumps([r["id"], r["inputs"], r["targets"]], ensure_ascii=False).encode())
-        h.update(b"\n")
-    return h.hexdigest()
+    def primary(self, role: str) -> float | None:
+        task = self.metrics["tasks"][self.metrics["primary_task"]]
+        scores = task["scores"].get(role)
+        return None if scores is None else scores[task["primary"]]
 
 
 def dataset_version(store: Store, examples_uri: str) -> str:
@@ -91,22 +77,8 @@ def dataset_version(store: Store, examples_uri: str) -> str:
 
 def find_champion(cfg: MixtuneConfig, workdir: Path) -> Champion | None:
     """The version under alias `champion` and where its files are; None before the first promotion."""
-    client = MlflowClient()
-    name = cfg.registry.model_name
-    try:
-        version = client.get_registered_model(name).aliases.get(CHAMPION_ALIAS)
-    except MlflowException as e:
-        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
-    if version is None:
-        return None
-    mv = client.get_model_version(name, str(version))
-    uri = mv.tags.get(MODEL_URI_TAG) or mv.source
-    if not uri.startswith("s3://"):
-        # e.g. a runs:/ source: let MLflow resolve and fetch it.
-        uri = mlflow.artifacts.download_artifacts(f"models:/{name}/{mv.version}", dst_path=str(workdir / "champion"))
-    return Champion(str(mv.version), uri)
+    ref = resolve(cfg.registry.model_name, CHAMPION, download_to=workdir / "champion")
+    return None if ref is None else Champion(ref.version, ref.uri)
 
 
 def predict(ref: str, texts: list[str], store: Store, settings: GenerationSettings, role: str) -> list[str]:
@@ -119,6 +91,22 @@ def predict(ref: str, texts: list[str], store: Store, settings: GenerationSettin
         gc.collect()
 
 
+def train_history(store: Store, model_uri: str) -> list[dict] | None:
+    """The loss curve of the train step that wrote model_uri (<train>/model -> <train>/train_log.json)."""
+    log_uri = join(model_uri.rstrip("/").rsplit("/", 1)[0], "train_log.json")
+    try:
+        return store.get_json(log_uri).get("history")
+    except FileNotFoundError:
+        return None
+
+
+def prediction_rows(rows: list[dict], outputs: dict[str, list[str]], scores: dict[str, list[float]]) -> list[dict]:
+    return [{"id": r["id"], "task": r["task"], "inputs": r["inputs"], "references": references(r),
+             **{role: outputs[role][i] if role in outputs else None for role in ROLES},
+             **{f"{role}_score": scores[role][i] if role in scores else None for role in ROLES}}
+            for i, r in enumerate(rows)]
+
+
 def run_evaluate(
     cfg: MixtuneConfig, examples_uri: str, model_uri: str, base_model_uri: str, artifact_root: str, pipeline_run: str
 ) -> EvalResult:
@@ -126,13 +114,12 @@ def run_evaluate(
     require_complete(store, model_uri)
     if base_model_uri.startswith("s3://"):
         require_complete(store, base_model_uri)
-    rows = select_examples(read_rows(store, join(examples_uri, "test.parquet")), cfg.evaluate.max_examples,
-                           cfg.evaluate.tasks)
+    ev = cfg.evaluate
+    source, source_uri = read_eval_source(store, examples_uri, ev.eval_set_uri)
+    rows = select_examples(source, ev.max_examples, ev.tasks)
     version = dataset_version(store, examples_uri)
-    settings = GenerationSettings(
-        cfg.evaluate.batch_size, cfg.evaluate.num_beams, cfg.evaluate.max_new_tokens, cfg.model.max_source_length
-    )
-    texts, refs = [r["inputs"] for r in rows], [r["targets"] for r in rows]
+    settings = GenerationSettings(ev.batch_size, ev.num_beams, ev.max_new_tokens, cfg.model.max_source_length)
+    texts = [r["inputs"] for r in rows]
     eval_uri = join(artifact_root, "evaluate")
 
     with step_run(cfg, pipeline_run, "evaluate") as run, tempfile.TemporaryDirectory() as tmp:
@@ -152,37 +139,61 @@ def run_evaluate(
             outputs[role] = by_ref[ref]
             seconds[role] = time.perf_counter() - start
 
-        scores = {role: rouge(preds, refs) for role, preds in outputs.items()}
+        tasks, example_scores = score_tasks(cfg, rows, outputs)
+        # The evaluated set itself, frozen next to the scores: a later run can pin it (eval_set_uri).
+        eval_set = [{k: r.get(k) for k in EXAMPLE_SCHEMA.names} | {"references": references(r)} for r in rows]
+        eval_set_bytes = table_bytes(pa.Table.from_pylist(eval_set, schema=EXAMPLE_SCHEMA))
+        store.put_bytes(join(eval_uri, "eval_set.parquet"), eval_set_bytes)
         metrics = {
-            "candidate": scores["candidate"],
-            "base": scores["base"],
-            "champion": scores.get("champion"),
+            "schema": SCHEMA_VERSION,
+            "tasks": tasks,
+            "primary_task": cfg.primary_task,
+            "primary_metric": tasks[cfg.primary_task]["primary"],
+            "confidence": ev.bootstrap.confidence,
+            "resamples": ev.bootstrap.resamples,
             "champion_version": champion.version if champion else None,
             "n_examples": len(rows),
             "eval_set_sha256": eval_set_sha256(rows),
+            "eval_set_uri": join(eval_uri, "eval_set.parquet"),
+            "eval_set_source": source_uri,
+            "eval_set_file_sha256": hashlib.sha256(eval_set_bytes).hexdigest(),
             "dataset_version": version,
             "model_uri": model_uri,
             "base_model_uri": base_model_uri,
             "champion_uri": champion.uri if champion and champion.uri.startswith("s3://") else None,
-            "scale": "mean F-measure x 100 (rouge-score, use_stemmer=True)",
             "generation": settings.as_dict(),
+            "generate_seconds": seconds,
         }
-        predictions = [
-            {"id": r["id"], "inputs": r["inputs"], "reference": r["targets"], "base": outputs["base"][i],
-             "candidate": outputs["candidate"][i], "champion": outputs["champion"][i] if champion else None}
-            for i, r in enumerate(rows)
-        ]
-        # metrics.json last: register reads it, so it must never point at missing predictions.
+        metrics["gate"] = evaluate_gate(cfg.registry.gate, metrics).as_dict()
+        predictions = prediction_rows(rows, outputs, example_scores)
+        html = render_report(metrics, predictions, train_history(store, model_uri), worst=ev.worst_examples,
+                             title=f"mixtune evaluation: {pipeline_run}")
         write_table(store, join(eval_uri, "predictions.parquet"), predictions, PREDICTION_SCHEMA)
-        store.put_json(join(eval_uri, "metrics.json"), metrics)
+        store.put_bytes(join(eval_uri, "report.html"), html.encode())
+        store.put_json(join(eval_uri, "metrics.json"), metrics)  # last
 
-        result = EvalResult(eval_uri, metrics, run.info.run_id)
-        mlflow.log_params({
-            "model_uri": model_uri, "base_model_uri": base_model_uri, "champion_version": metrics["champion_version"],
-            "n_examples": len(rows), "eval_set_sha256": metrics["eval_set_sha256"], "dataset_version": version,
-            **settings.as_dict(),
-        })
-        mlflow.log_metrics({**result.flat_metrics(), **{f"{r}_generate_seconds": s for r, s in seconds.items()}})
-        mlflow.set_tag("mixtune.eval_uri", eval_uri)
-        mlflow.log_dict(metrics, "evaluate/metrics.json")
-    return result
+        _log_to_mlflow(metrics, eval_uri, html, seconds, settings, source_uri)
+    return EvalResult(eval_uri, metrics, run.info.run_id, html)
+
+
+def _log_to_mlflow(metrics: dict, eval_uri: str, html: str, seconds: dict, settings: GenerationSettings,
+                   source_uri: str) -> None:
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    mlflow.log_params({
+        "model_uri": metrics["model_uri"], "base_model_uri": metrics["base_model_uri"],
+        "champion_version": metrics["champion_version"], "n_examples": metrics["n_examples"],
+        "eval_set_sha256": metrics["eval_set_sha256"], "dataset_version": metrics["dataset_version"],
+        "eval_set_source": source_uri, "tasks": ",".join(metrics["tasks"]), "primary_task": metrics["primary_task"],
+        "primary_metric": metrics["primary_metric"], **settings.as_dict(),
+    })
+    mlflow.log_metrics({**flat_metrics(metrics["tasks"]), "gate_promote": float(metrics["gate"]["promote"]),
+                        **{f"{r}_generate_seconds": s for r, s in seconds.items()}})
+    mlflow.set_tags({"mixtune.eval_uri": eval_uri, "mixtune.gate": "promote" if metrics["gate"]["promote"] else "keep",
+                     "mixtune.gate_reason": metrics["gate"]["reason"][:4000]})
+    # The evaluation set as an MLflow dataset: its digest is the content hash, its source the frozen file.
+    mlflow.log_input(MetaDataset(resolve_dataset_source(metrics["eval_set_uri"]), name="mixtune-eval-set",
+                                 digest=metrics["eval_set_sha256"][:36]), context="evaluation")
+    mlflow.log_dict(metrics, "evaluate/metrics.json")
+    mlflow.log_text(html, "evaluate/report.html")

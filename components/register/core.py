@@ -1,13 +1,16 @@
 """Register core: a model version in the MLflow Model Registry, alias `challenger` always, alias
-`champion` only when the candidate beats the champion it was evaluated against.
+`champion` only when the gate (components/common/gate.py) passes against the champion the candidate
+was evaluated with.
 
-The gate reads both numbers from one metrics.json (one evaluation set, one process), so they are
+The gate reads every number from one metrics.json (one evaluation set, one process), so they are
 comparable. If the champion alias moved after evaluation, the comparison is stale: no promotion.
-The version source is the model's s3:// prefix; MLflow 3.17 accepts it and `models:/<name>@champion`
-downloads from it.
+The champion alias moves last, after the version and all its tags are written, so a failure part-way
+leaves the old champion in place. The version source is the model's s3:// prefix; MLflow 3.17 accepts
+it and `models:/<name>@champion` downloads from it.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import mlflow
@@ -15,17 +18,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from components.common.config import MixtuneConfig
+from components.common.gate import Decision, decide
+from components.common.registry import CHALLENGER, CHAMPION, EVAL_URI_TAG, REPLACED_TAG, git_commit
 from components.common.storage import Store, join, require_complete
 from components.common.tracking import MODEL_URI_TAG, PIPELINE_TAG, step_run
-
-CHAMPION, CHALLENGER = "champion", "challenger"
-
-
-
-@dataclass(frozen=True)
-class Decision:
-    promote: bool
-    reason: str
 
 
 @dataclass
@@ -38,34 +34,6 @@ class RegisterResult:
     previous_champion: str | None
     mlflow_run_id: str = ""
     tags: dict[str, str] = field(default_factory=dict)
-
-
-def decide(
-    metric: str, metrics: dict, current_champion: str | None, min_improvement: float
-) -> Decision:
-    """The promotion gate, a pure function of metrics.json and the champion alias right now."""
-    candidate = (metrics.get("candidate") or {}).get(metric)
-    if candidate is None:
-        raise ValueError(f"metrics.json has no candidate {metric!r}: was it written by this evaluate step?")
-    evaluated = metrics.get("champion_version")
-    if current_champion is None:
-        if evaluated is None:
-            return Decision(True, "no champion yet: the first model becomes champion")
-        return Decision(True, f"no champion now (alias removed after evaluation against v{evaluated})")
-    if str(current_champion) != str(evaluated):
-        was = f"v{evaluated}" if evaluated is not None else "no champion"
-        return Decision(False, f"champion changed since evaluation ({was} then, v{current_champion} now): "
-                               "scores are not on the same footing; re-evaluate to promote")
-    champion = (metrics.get("champion") or {}).get(metric)
-    if champion is None:
-        return Decision(False, f"metrics.json has no champion {metric!r} for v{evaluated}")
-    if candidate > champion + min_improvement:
-        return Decision(True, f"candidate {metric} {candidate:.4f} > champion v{evaluated} {champion:.4f}"
-                              f" + min_improvement {min_improvement:g}")
-    return Decision(False, f"candidate {metric} {candidate:.4f} does not beat champion v{evaluated} "
-                           f"{champion:.4f} + min_improvement {min_improvement:g}")
-
-
 
 
 def champion_version(client: MlflowClient, name: str) -> str | None:
@@ -86,22 +54,48 @@ def ensure_registered_model(client: MlflowClient, name: str) -> None:
                 raise
 
 
-def version_tags(metrics: dict, pipeline_run: str, train_run_id: str, decision: Decision, register_run: str) -> dict:
+def dataset_versions(client: MlflowClient, train_run_id: str, metrics: dict) -> str:
+    """Every dataset version the model was trained on (replay included), from the train step's run."""
+    if train_run_id:
+        try:
+            tagged = client.get_run(train_run_id).data.tags.get("mixtune.dataset_versions")
+        except MlflowException:
+            tagged = None
+        if tagged:
+            return tagged
+    return str(metrics.get("dataset_version"))
+
+
+def gate_tags(decision: Decision) -> dict[str, str]:
+    checks = [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in decision.checks]
+    return {"mixtune.gate": "promote" if decision.promote else "keep", "mixtune.gate_reason": decision.reason[:4900],
+            "mixtune.gate_checks": json.dumps(checks)[:4900]}
+
+
+def version_tags(metrics: dict, pipeline_run: str, train_run_id: str, decision: Decision, register_run: str,
+                 eval_uri: str, versions: str) -> dict:
     tags = {
         PIPELINE_TAG: pipeline_run,
         "mixtune.train_run_id": train_run_id,
         "mixtune.register_run_id": register_run,
+        "mixtune.git_commit": git_commit(),
         "mixtune.dataset_version": str(metrics.get("dataset_version")),
+        "mixtune.dataset_versions": versions,
         "mixtune.eval_set_sha256": str(metrics.get("eval_set_sha256")),
         "mixtune.n_examples": str(metrics.get("n_examples")),
+        EVAL_URI_TAG: eval_uri,
         MODEL_URI_TAG: str(metrics["model_uri"]),
         "mixtune.compared_to_version": str(metrics.get("champion_version") or "none"),
-        "mixtune.gate": "promote" if decision.promote else "keep",
-        "mixtune.gate_reason": decision.reason,
+        "mixtune.primary": f"{metrics['primary_task']}/{metrics['primary_metric']}",
+        **gate_tags(decision),
     }
-    for role in ("candidate", "base", "champion"):
-        for key, value in (metrics.get(role) or {}).items():
-            tags[f"metric.{role}_{key}"] = f"{value:.6f}"
+    for task, t in metrics["tasks"].items():
+        for role, scores in t["scores"].items():
+            for key, value in (scores or {}).items():
+                tags[f"metric.{task}.{role}_{key}"] = f"{value:.6f}"
+        for other, d in t["delta"].items():
+            if d is not None:
+                tags[f"metric.{task}.delta_{other}_{t['primary']}"] = f"{d['mean']:.6f} [{d['low']:.6f}, {d['high']:.6f}]"
     return tags
 
 
@@ -121,7 +115,10 @@ def run_register(
     metrics = store.get_json(join(eval_uri, "metrics.json"))
     if metrics.get("model_uri") != model_uri:
         raise ValueError(f"{eval_uri}/metrics.json evaluated {metrics.get('model_uri')!r}, not {model_uri!r}")
-    name, metric = cfg.registry.model_name, cfg.registry.metric
+    if metrics.get("schema") != 2:
+        raise ValueError(f"{eval_uri}/metrics.json is schema {metrics.get('schema')!r}, register reads schema 2: "
+                         "re-run evaluate with this version of mixtune")
+    name = cfg.registry.model_name
 
     with step_run(cfg, pipeline_run, "register") as run:
         client = MlflowClient()
@@ -131,8 +128,9 @@ def run_register(
         if retry is not None and previous == str(retry.version):
             decision = Decision(True, "already champion (retry of this step)")
         else:
-            decision = decide(metric, metrics, previous, cfg.registry.min_improvement)
-        tags = version_tags(metrics, pipeline_run, train_run_id, decision, run.info.run_id)
+            decision = decide(cfg.registry.gate, metrics, previous)
+        tags = version_tags(metrics, pipeline_run, train_run_id, decision, run.info.run_id, eval_uri,
+                            dataset_versions(client, train_run_id, metrics))
         if retry is None:
             mv = client.create_model_version(name, source=model_uri, run_id=train_run_id or None, tags=tags)
         else:
@@ -143,18 +141,19 @@ def run_register(
         client.set_registered_model_alias(name, CHALLENGER, version)
         if decision.promote and champion_version(client, name) != previous:
             # Moved between our read and now: the gate's comparison no longer holds.
-            decision = Decision(False, f"champion alias moved during registration (was v{previous})")
-            tags.update({"mixtune.gate": "keep", "mixtune.gate_reason": decision.reason})
-            for k in ("mixtune.gate", "mixtune.gate_reason"):
-                client.set_model_version_tag(name, version, k, tags[k])
-        if decision.promote:
-            client.set_registered_model_alias(name, CHAMPION, version)
+            decision = Decision(False, f"keep: champion alias moved during registration (was v{previous})")
+            tags.update(gate_tags(decision))
+            for k, v in gate_tags(decision).items():
+                client.set_model_version_tag(name, version, k, v)
+        if decision.promote and previous != version:
+            client.set_model_version_tag(name, version, REPLACED_TAG, previous or "none")
+            client.set_registered_model_alias(name, CHAMPION, version)  # last: all checks are done
         aliases = [CHALLENGER] + ([CHAMPION] if champion_version(client, name) == version else [])
 
-        mlflow.log_params({"model_name": name, "version": version, "metric": metric,
-                           "min_improvement": cfg.registry.min_improvement, "model_uri": model_uri,
-                           "eval_uri": eval_uri, "previous_champion": previous})
-        mlflow.log_metrics({"promoted": float(decision.promote),
-                            f"candidate_{metric}": metrics["candidate"][metric]})
-        mlflow.set_tags({"mixtune.gate_reason": decision.reason, "mixtune.model_version": version})
+        gate = cfg.registry.gate
+        mlflow.log_params({"model_name": name, "version": version, "primary": tags["mixtune.primary"],
+                           "min_improvement": gate.min_improvement, "max_drop": gate.max_drop,
+                           "model_uri": model_uri, "eval_uri": eval_uri, "previous_champion": previous})
+        mlflow.log_metrics({"promoted": float(decision.promote)})
+        mlflow.set_tags({"mixtune.gate_reason": decision.reason[:4900], "mixtune.model_version": version})
     return RegisterResult(name, version, aliases, decision.promote, decision.reason, previous, run.info.run_id, tags)

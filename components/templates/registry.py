@@ -16,6 +16,7 @@ KINDS = ("zero_shot", "few_shot", "options", "inverse")
 SPECIAL = ("options", "exemplars")  # placeholders that are not record fields
 MIN_TEMPLATES, MIN_INVERSE = 10, 2
 TASK_KEYS = {"requires", "eval_template", "options", "few_shot", "templates"}
+OPTIONAL_TASK_KEYS = {"references"}  # a list field of alternative targets, scored as extra references
 TEMPLATE_KEYS = {"id", "kind", "inputs", "targets"}
 OPTIONAL_TEMPLATE_KEYS = {"skip_when"}  # {field: value or [values]}: not used for records with those values
 # A placeholder is {identifier}; any other brace ("{ return x; }") is literal text.
@@ -55,6 +56,7 @@ class Task:
     options: Options | None = None
     few_shot: str | None = None
     label: str | None = None  # the field an options template answers with
+    references: str | None = None  # eval splits: this list field's values are extra references
 
     def template(self, template_id: str) -> Template:
         return next(t for t in self.templates if t.id == template_id)
@@ -138,8 +140,11 @@ def _task(name: str, raw, errors: list[str]) -> Task | None:
     if not isinstance(raw, dict):
         errors.append(f"task {name!r}: must be a mapping with {sorted(TASK_KEYS)}")
         return None
-    if set(raw) - TASK_KEYS:
-        errors.append(f"task {name!r}: unknown keys {sorted(set(raw) - TASK_KEYS)}")
+    if set(raw) - TASK_KEYS - OPTIONAL_TASK_KEYS:
+        errors.append(f"task {name!r}: unknown keys {sorted(set(raw) - TASK_KEYS - OPTIONAL_TASK_KEYS)}")
+    references = raw.get("references")
+    if references is not None and (not isinstance(references, str) or not references.isidentifier()):
+        errors.append(f"task {name!r}: `references` must name one record field (a list of strings)")
     requires = raw.get("requires")
     if not isinstance(requires, list) or not requires or not all(isinstance(f, str) for f in requires):
         errors.append(f"task {name!r}: `requires` must be a non-empty list of field names")
@@ -176,7 +181,7 @@ def _task(name: str, raw, errors: list[str]) -> Task | None:
         errors.append(f"task {name!r}: eval_template {eval_id!r} is not one of its templates")
     elif match[0].kind != "zero_shot":
         errors.append(f"task {name!r}: eval_template {eval_id!r} is {match[0].kind}, must be zero_shot")
-    return Task(name, tuple(requires), str(eval_id), tuple(templates), options, few_shot, label)
+    return Task(name, tuple(requires), str(eval_id), tuple(templates), options, few_shot, label, references)
 
 
 def parse_registry(raw, where: str = "<registry>") -> dict[str, Task]:

@@ -187,12 +187,23 @@ def render(task: Task, t: Template, rec: dict, ctx: Context, n: int, options: li
             "inputs": fill(t.inputs, values), "targets": fill(t.targets, values)}
 
 
+def references_for(task: Task, rec: dict, target: str) -> list[str]:
+    """The target first, then the distinct other references a record carries (DialogSum test has three)."""
+    refs = [target]
+    extra = rec["fields"].get(task.references) if task.references else None
+    for v in extra if isinstance(extra, list) else []:
+        if isinstance(v, str) and v.strip() and v.strip() not in refs:
+            refs.append(v.strip())
+    return refs
+
+
 def expand_record(rec: dict, split: str, ctx: Context) -> list[dict]:
     out = []
     for name in tasks_for(rec, ctx.registry, ctx.only):
         task = ctx.registry[name]
         if split != "train":
-            out.append(render(task, task.template(task.eval_template), rec, ctx, 0))
+            row = render(task, task.template(task.eval_template), rec, ctx, 0)
+            out.append({**row, "references": references_for(task, rec, row["targets"])})
             continue
         # Options templates need a gold answer among the labels, few-shot ones another train record.
         labelled = task.options is not None and (

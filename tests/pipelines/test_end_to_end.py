@@ -27,9 +27,10 @@ def test_two_runs_end_to_end(tmp_path, monkeypatch):
         "tracking": {"uri": "sqlite:///state/mlflow.db"},
     })
     first = run_local(cfg, tmp_path / "state")
-    m = first["metrics"]
+    m = first["metrics"]["summarization"]
     assert m["candidate"]["rougeL"] > m["base"]["rougeL"] + 5, m  # fine-tuning learned something
     assert first["registered"]["aliases"] and "champion" in first["registered"]["aliases"]
+    assert first["evaluation"]["gate"]["promote"] and first["registered"]["decision"].startswith("promote:")
     assert first["rows"][0][1] == first["rows"][0][2] + first["rows"][0][3] + first["rows"][0][4]
 
     # Every step's artifacts are objects in S3 (the server's data outlives it).
@@ -53,7 +54,9 @@ def test_two_runs_end_to_end(tmp_path, monkeypatch):
     # A second run is scored against the first run's champion on the same test set.
     second = run_local(cfg, tmp_path / "state")
     assert second["champion_version_evaluated"] == first["registered"]["version"]
-    assert second["metrics"]["champion"] is not None
+    assert second["metrics"]["summarization"]["champion"] is not None
+    # Promoted only if the gate said so, and the registry agrees with the report.
+    assert ("champion" in second["registered"]["aliases"]) == second["evaluation"]["gate"]["promote"]
     assert second["registered"]["version"] != first["registered"]["version"]
     assert "challenger" in second["registered"]["aliases"]
     json.dumps(second, default=str)  # the summary is JSON-serialisable

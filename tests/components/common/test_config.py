@@ -49,3 +49,17 @@ def test_fractions_must_leave_training_data():
     with pytest.raises(ConfigError):
         load_config(None, {"data.validation_fraction": 0.45, "data.test_fraction": 0.46})
     assert isinstance(load_config(None), MixtuneConfig)
+
+
+def test_gate_settings_are_checked_against_the_scored_tasks():
+    cfg = load_config(None, {"evaluate.tasks": ["summarization", "ner"],
+                             "registry.gate.max_drop_per_task": {"ner": 3.0}})
+    assert cfg.primary_task == "summarization" and cfg.registry.gate.max_drop == 1.0
+    with pytest.raises(ConfigError, match="primary_task 'ner2' is not in evaluate.tasks"):
+        load_config(None, {"registry.gate.primary_task": "ner2"})
+    with pytest.raises(ConfigError, match=r"max_drop_per_task names tasks not in evaluate.tasks: \['ner'\]"):
+        load_config(None, {"registry.gate.max_drop_per_task": {"ner": 3.0}})
+    with pytest.raises(ConfigError, match="metric moved to registry.gate"):
+        load_config(None, {"registry.metric": "rougeL"})
+    with pytest.raises(ConfigError, match="evaluate.metrics.ner"):
+        load_config(None, {"evaluate.metrics": {"ner": "f1"}})  # a family name, not a metric

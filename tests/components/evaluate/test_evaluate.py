@@ -5,6 +5,7 @@ import io
 from pathlib import Path
 
 import mlflow
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
@@ -12,7 +13,10 @@ from mlflow.tracking import MlflowClient
 from components.common.storage import join
 from components.common.tracking import PIPELINE_TAG
 from components.common.storage import IncompleteModelError
-from components.evaluate.core import eval_set_sha256, run_evaluate, select_examples
+from components.common.schemas import EXAMPLE_SCHEMA
+from components.evaluate.core import run_evaluate
+from components.evaluate.evalset import eval_set_sha256, select_examples
+from components.evaluate.rouge import rouge
 from components.evaluate.generation import GenerationSettings, generate
 
 
@@ -22,34 +26,82 @@ def test_evaluate_scores_base_and_candidate_on_the_same_examples(tiny_config, st
 
     assert r.eval_uri == join(root, "evaluate")
     preds = pq.read_table(io.BytesIO(store.get_bytes(join(r.eval_uri, "predictions.parquet")))).to_pylist()
-    expected = select_examples(rows, tiny_config.evaluate.max_examples)
+    expected = select_examples(rows, tiny_config.evaluate.max_examples, ["summarization"])
     assert [p["id"] for p in preds] == sorted(p["id"] for p in preds) == [e["id"] for e in expected]
     assert len(preds) == tiny_config.evaluate.max_examples == 16
-    assert set(preds[0]) == {"id", "inputs", "reference", "base", "candidate", "champion"}
-    assert all(p["champion"] is None for p in preds)
-    assert [p["reference"] for p in preds] == [e["targets"] for e in expected]
+    assert set(preds[0]) == {"id", "task", "inputs", "references", "base", "candidate", "champion",
+                             "base_score", "candidate_score", "champion_score"}
+    assert all(p["champion"] is None and p["champion_score"] is None for p in preds)
+    assert [p["references"] for p in preds] == [[e["targets"]] for e in expected]
 
     m = store.get_json(join(r.eval_uri, "metrics.json"))
-    assert m == r.metrics
+    assert m == r.metrics and m["schema"] == 2 and m["primary_task"] == "summarization"
+    t = m["tasks"]["summarization"]
+    assert (t["family"], t["primary"], t["n"]) == ("rouge", "rougeL", 16)
     for role in ("candidate", "base"):
-        assert set(m[role]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
-        assert all(0.0 <= v <= 100.0 for v in m[role].values())
-    assert m["champion"] is None and m["champion_version"] is None
+        assert set(t["scores"][role]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+        assert all(0.0 <= v <= 100.0 for v in t["scores"][role].values())
+        low, high = t["ci"][role]
+        assert low <= t["scores"][role]["rougeL"] <= high
+    assert t["scores"]["champion"] is None and t["delta"]["champion"] is None and m["champion_version"] is None
     assert m["n_examples"] == 16 and m["dataset_version"] == "dv-test-1"
     assert m["eval_set_sha256"] == eval_set_sha256(expected)
     assert m["model_uri"] == models["candidate"] and m["base_model_uri"] == models["base"]
-    # The trained model learned the summaries' words; the random one emits noise.
-    assert m["candidate"]["rougeL"] > m["base"]["rougeL"] + 5
-    assert r.flat_metrics()["candidate_rougeL"] == m["candidate"]["rougeL"]
+    # The trained model learned the summaries' words; the random one emits noise, and the paired
+    # interval of the difference says so with confidence.
+    assert t["scores"]["candidate"]["rougeL"] > t["scores"]["base"]["rougeL"] + 5
+    d = t["delta"]["base"]
+    assert d["low"] > 0 and d["mean"] == pytest.approx(t["scores"]["candidate"]["rougeL"] - t["scores"]["base"]["rougeL"])
+    assert m["gate"]["promote"] and m["gate"]["baseline"] == "base"
+    # The evaluated set is frozen next to the scores, and re-reading it gives the same content hash.
+    frozen = pq.read_table(io.BytesIO(store.get_bytes(m["eval_set_uri"]))).to_pylist()
+    assert eval_set_sha256(frozen) == m["eval_set_sha256"]
+    report = store.get_bytes(join(r.eval_uri, "report.html")).decode()
+    assert report == r.report_html and "summarization" in report and "data:image/png;base64," in report
 
     mlflow.set_tracking_uri(tiny_config.tracking.uri)
     run = MlflowClient().get_run(r.mlflow_run_id)
     assert run.info.run_name == "evaluate" and run.data.tags[PIPELINE_TAG] == "r1"
     assert "mlflow.parentRunId" in run.data.tags
-    assert run.data.metrics["candidate_rougeL"] == pytest.approx(m["candidate"]["rougeL"])
-    assert run.data.metrics["base_rouge2"] == pytest.approx(m["base"]["rouge2"])
+    assert run.data.metrics["summarization/candidate_rougeL"] == pytest.approx(t["scores"]["candidate"]["rougeL"])
+    assert run.data.metrics["summarization/base_rouge2"] == pytest.approx(t["scores"]["base"]["rouge2"])
     logged = mlflow.artifacts.load_dict(f"runs:/{r.mlflow_run_id}/evaluate/metrics.json")
     assert logged["eval_set_sha256"] == m["eval_set_sha256"]
+    assert "<html" in mlflow.artifacts.load_text(f"runs:/{r.mlflow_run_id}/evaluate/report.html")
+    inputs = run.inputs.dataset_inputs
+    assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("mixtune-eval-set", m["eval_set_sha256"][:36])]
+
+
+def test_several_tasks_multiple_references_and_a_frozen_eval_set(tiny_config, store, models, rows, tmp_path):
+    # Summaries with extra references, and a rating task scored by accuracy/MAE on the same run.
+    summaries = [dict(r, references=[r["targets"], "Someone asked for help."]) for r in rows[:6]]
+    ratings = [{"id": f"yelp:{i}#0", "record_id": f"yelp:{i}", "task": "review_rating", "template_id": "r1",
+                "template_kind": "zero_shot", "inputs": f"Review: place number {i} was fine.\nStars:",
+                "targets": str(1 + i % 5), "references": None} for i in range(5)]
+    frozen = tmp_path / "frozen.parquet"
+    pq.write_table(pa.Table.from_pylist(summaries + ratings, schema=EXAMPLE_SCHEMA), frozen)
+    cfg = tiny_config.model_copy(update={"evaluate": tiny_config.evaluate.model_copy(update={
+        "tasks": ["summarization", "review_rating"], "eval_set_uri": str(frozen), "max_examples": 4})})
+    examples_uri = join(store.root, "runs", "r2", "examples")  # only its manifest is read: the set is frozen
+    store.put_json(join(examples_uri, "manifest.json"), {"dataset_version": "dv-new"})
+    r = run_evaluate(cfg, examples_uri, models["candidate"], models["base"], join(store.root, "runs", "r2"), "r2")
+
+    m = r.metrics
+    assert list(m["tasks"]) == ["summarization", "review_rating"] and m["n_examples"] == 8
+    rating = m["tasks"]["review_rating"]
+    assert (rating["family"], rating["primary"], rating["n"], rating["lower_is_better"]) == ("rating", "accuracy", 4, ["mae"])
+    assert set(rating["scores"]["candidate"]) == {"accuracy", "mae", "parsed"}
+    assert m["eval_set_source"] == str(frozen) and m["dataset_version"] == "dv-new"
+    preds = pq.read_table(io.BytesIO(store.get_bytes(join(r.eval_uri, "predictions.parquet")))).to_pylist()
+    assert [p["task"] for p in preds] == ["summarization"] * 4 + ["review_rating"] * 4
+    assert preds[0]["references"] == [preds[0]["references"][0], "Someone asked for help."]
+    # Multiple references: the best one counts, so adding one never lowers a score.
+    single = rouge([p["candidate"] for p in preds[:4]], [p["references"][:1] for p in preds[:4]])
+    assert m["tasks"]["summarization"]["scores"]["candidate"]["rouge1"] >= single["rouge1"]
+
+    missing = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"tasks": ["summarization", "ner"]})})
+    with pytest.raises(ValueError, match=r"no examples of tasks \['ner'\]"):
+        run_evaluate(missing, examples_uri, models["candidate"], models["base"], join(store.root, "runs", "r3"), "r3")
 
 
 def test_eval_set_is_deterministic_and_content_addressed(rows):
@@ -57,6 +109,7 @@ def test_eval_set_is_deterministic_and_content_addressed(rows):
     b = select_examples(list(reversed(rows)), 5)
     assert a == b and eval_set_sha256(a) == eval_set_sha256(b)
     changed = [dict(a[0], targets=a[0]["targets"] + "!")] + a[1:]
+    assert eval_set_sha256([dict(a[0], references=[a[0]["targets"], "x"])] + a[1:]) != eval_set_sha256(a)
     assert eval_set_sha256(changed) != eval_set_sha256(a)
     with pytest.raises(ValueError, match="duplicate"):
         select_examples(rows + rows[:1], 5)

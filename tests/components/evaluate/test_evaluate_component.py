@@ -23,9 +23,11 @@ def test_evaluate_component_compiles(tmp_path):
     comp = spec.components["comp-evaluate"]
     params = {k: v.parameter_type for k, v in comp.output_definitions.parameters.items()}
     assert params["eval_uri"] == pipeline_spec_pb2.ParameterType.STRING
-    assert params["candidate_rougeL"] == pipeline_spec_pb2.ParameterType.NUMBER_DOUBLE
-    assert params["base_rougeL"] == pipeline_spec_pb2.ParameterType.NUMBER_DOUBLE
+    assert params["candidate_primary"] == pipeline_spec_pb2.ParameterType.NUMBER_DOUBLE
+    assert params["base_primary"] == pipeline_spec_pb2.ParameterType.NUMBER_DOUBLE
+    assert params["gate_promote"] == pipeline_spec_pb2.ParameterType.BOOLEAN
     assert comp.output_definitions.artifacts["metrics"].artifact_type.schema_title == "system.Metrics"
+    assert comp.output_definitions.artifacts["report"].artifact_type.schema_title == "system.HTML"
     assert set(comp.input_definitions.parameters) == {
         "config_json", "pipeline_run", "artifact_root", "examples_uri", "model_uri", "base_model_uri"}
     executor = doc["deploymentSpec"]["executors"]["exec-evaluate"]["container"]

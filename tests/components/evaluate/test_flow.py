@@ -28,7 +28,8 @@ def test_champion_is_scored_on_the_same_set_and_gates_a_worse_model(tiny_config,
     evaluate_main(["--config", str(cfg_file), "--examples-uri", examples_uri, "--model-uri", models["candidate"],
                    "--base-model-uri", models["base"], "--artifact-root", root1, "--pipeline-run", "p1"])
     ev1 = cli_json(capsys)
-    assert ev1["eval_uri"] == join(root1, "evaluate") and "champion_rougeL" not in ev1
+    assert ev1["eval_uri"] == join(root1, "evaluate") and "summarization/champion_rougeL" not in ev1
+    assert ev1["gate"].startswith("promote:")
     register_main(["--config", str(cfg_file), "--model-uri", models["candidate"], "--eval-uri", ev1["eval_uri"],
                    "--train-run-id", "train-1", "--pipeline-run", "p1"])
     reg1 = cli_json(capsys)
@@ -42,9 +43,11 @@ def test_champion_is_scored_on_the_same_set_and_gates_a_worse_model(tiny_config,
     m2 = store.get_json(join(root2, "evaluate", "metrics.json"))
     assert m2["champion_version"] == "1" and m2["champion_uri"] == models["candidate"]
     assert m2["eval_set_sha256"] == m1["eval_set_sha256"]
-    assert m2["candidate"] == m2["base"]  # one model under two roles generates once, scores alike
-    assert m2["champion"] == pytest.approx(m1["candidate"])  # greedy decoding is deterministic
-    assert ev2["champion_rougeL"] == pytest.approx(m1["candidate"]["rougeL"])
+    s1, s2 = m1["tasks"]["summarization"]["scores"], m2["tasks"]["summarization"]["scores"]
+    assert s2["candidate"] == s2["base"]  # one model under two roles generates once, scores alike
+    assert s2["champion"] == pytest.approx(s1["candidate"])  # greedy decoding is deterministic
+    assert ev2["summarization/champion_rougeL"] == pytest.approx(s1["candidate"]["rougeL"])
+    assert m2["tasks"]["summarization"]["delta"]["champion"]["high"] < 0 and not m2["gate"]["promote"]
     preds1 = store.get_bytes(join(root1, "evaluate", "predictions.parquet"))
     assert preds1  # written next to metrics.json
 
@@ -58,7 +61,8 @@ def test_champion_is_scored_on_the_same_set_and_gates_a_worse_model(tiny_config,
     assert {k: str(v) for k, v in client.get_registered_model("mixtune-summarizer").aliases.items()} == {
         "champion": "1", "challenger": "2"}
     v2 = client.get_model_version("mixtune-summarizer", "2")
-    assert float(v2.tags["metric.champion_rougeL"]) == pytest.approx(m1["candidate"]["rougeL"], abs=1e-5)
+    assert float(v2.tags["metric.summarization.champion_rougeL"]) == pytest.approx(s1["candidate"]["rougeL"], abs=1e-5)
+    assert v2.tags["mixtune.gate"] == "keep" and "improves summarization failed" in v2.tags["mixtune.gate_reason"]
     # Each step's run is nested under its own pipeline's parent run.
     runs = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     steps = sorted((r.data.tags.get("mixtune.pipeline_run"), r.info.run_name) for r in runs

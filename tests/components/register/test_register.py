@@ -5,69 +5,35 @@ _COMPLETE) and metrics.json files written by hand in the layout evaluate writes.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
 import pytest
-from mlflow.tracking import MlflowClient
 
-from components.common.storage import join
 from components.common.tracking import PIPELINE_TAG
 from components.common.storage import IncompleteModelError
 from components.register.core import run_register
-
-NAME = "mixtune-summarizer"
-
-
-@pytest.fixture
-def client(tiny_config) -> MlflowClient:
-    mlflow.set_tracking_uri(tiny_config.tracking.uri)
-    return MlflowClient()
-
-
-@pytest.fixture
-def make_run(store):
-    """make_run(run, candidate, champion=None, champion_version=None) -> (model_uri, eval_uri)."""
-
-    def make(run: str, candidate: float, champion: float | None = None, champion_version: str | None = None,
-             complete: bool = True) -> tuple[str, str]:
-        model_uri = join(store.root, "runs", run, "model")
-        store.put_json(join(model_uri, "config.json"), {"model_type": "t5", "run": run})
-        store.put_bytes(join(model_uri, "model.safetensors"), b"weights of " + run.encode())
-        if complete:
-            store.put_bytes(join(model_uri, "_COMPLETE"), b"")
-        eval_uri = join(store.root, "runs", run, "evaluate")
-
-        def scores(x: float) -> dict:
-            return {"rouge1": x + 10, "rouge2": x - 5, "rougeL": x, "rougeLsum": x + 1}
-
-        store.put_json(join(eval_uri, "metrics.json"), {
-            "candidate": scores(candidate), "base": scores(1.0),
-            "champion": None if champion is None else scores(champion), "champion_version": champion_version,
-            "n_examples": 16, "eval_set_sha256": "ab" * 32, "dataset_version": "dv-1", "model_uri": model_uri,
-        })
-        return model_uri, eval_uri
-
-    return make
-
-
-def aliases(client: MlflowClient) -> dict[str, str]:
-    return {k: str(v) for k, v in client.get_registered_model(NAME).aliases.items()}
-
+from tests.components.register.conftest import NAME, aliases
 
 def test_first_model_becomes_champion_and_challenger_with_tags(tiny_config, client, make_run, tmp_path):
     model_uri, eval_uri = make_run("r1", candidate=20.0)
     r = run_register(tiny_config, model_uri, eval_uri, "train-run-1", "r1")
 
     assert (r.version, r.promoted, r.previous_champion) == ("1", True, None)
-    assert r.aliases == ["challenger", "champion"] and "first model" in r.reason
+    assert r.aliases == ["challenger", "champion"] and "vs base model" in r.reason
     assert aliases(client) == {"champion": "1", "challenger": "1"}
     mv = client.get_model_version(NAME, "1")
     assert mv.source == model_uri and mv.run_id == "train-run-1"
     tags = mv.tags
     assert tags[PIPELINE_TAG] == "r1" and tags["mixtune.train_run_id"] == "train-run-1"
     assert tags["mixtune.dataset_version"] == "dv-1" and tags["mixtune.eval_set_sha256"] == "ab" * 32
-    assert float(tags["metric.candidate_rougeL"]) == 20.0 and float(tags["metric.base_rouge1"]) == 11.0
+    assert float(tags["metric.summarization.candidate_rougeL"]) == 20.0
+    assert float(tags["metric.summarization.base_other"]) == 2.0
+    assert tags["metric.summarization.delta_base_rougeL"] == "19.000000 [18.000000, 20.000000]"
+    assert tags["mixtune.eval_uri"] == eval_uri and tags["mixtune.replaced_champion"] == "none"
+    assert tags["mixtune.primary"] == "summarization/rougeL" and len(tags["mixtune.git_commit"]) >= 7
+    assert [c["passed"] for c in json.loads(tags["mixtune.gate_checks"])] == [True, True]
     assert tags["mixtune.gate"] == "promote" and tags["mixtune.gate_reason"] == r.reason
     assert tags["mixtune.model_uri"] == model_uri
 
@@ -86,12 +52,13 @@ def test_worse_candidate_is_challenger_only_and_better_one_takes_over(tiny_confi
     assert (worse.version, worse.promoted, worse.aliases, worse.previous_champion) == ("2", False, ["challenger"], "1")
     assert aliases(client) == {"champion": "1", "challenger": "2"}
     assert client.get_model_version(NAME, "2").tags["mixtune.gate"] == "keep"
-    assert "does not beat champion v1" in worse.reason
+    assert "improves summarization failed" in worse.reason
 
     better = run_register(tiny_config, *make_run("r3", candidate=22.5, champion=20.0, champion_version="1"), "t3", "r3")
     assert (better.version, better.promoted, better.previous_champion) == ("3", True, "1")
     assert aliases(client) == {"champion": "3", "challenger": "3"}
-    assert float(client.get_model_version(NAME, "3").tags["metric.champion_rougeL"]) == 20.0
+    assert float(client.get_model_version(NAME, "3").tags["metric.summarization.champion_rougeL"]) == 20.0
+    assert client.get_model_version(NAME, "3").tags["mixtune.replaced_champion"] == "1"
 
 
 def test_champion_changed_after_evaluation_is_not_promoted(tiny_config, client, make_run):

@@ -206,3 +206,16 @@ def test_kinds_filter_and_few_shot_prompts_fit_the_input_budget(records):
     unlimited = build_context(train, load_registry(), 13, 20, 3, kinds=("few_shot",))
     longest = max(len(e["inputs"]) for e in expand(train, "train", unlimited)[0])
     assert longest > 400  # without the budget the same prompts are longer
+
+
+def test_eval_examples_carry_every_reference_target_first_train_none(records):
+    train = records("summarization", 5)
+    rec = {**records("summarization", 1)[0], "id": "dialogsum:test_1", "split": "test"}
+    rec["fields"] = {**rec["fields"], "summary": "A asks B.",
+                     "summaries": ["A asks B.", " B answers A. ", "", "They talk."]}
+    plain = {**rec, "id": "samsum:2", "fields": {k: v for k, v in rec["fields"].items() if k != "summaries"}}
+    examples, _ = expand([rec, plain], "test", context(train, only=["summarization"]))
+    assert [e["references"] for e in examples] == [["A asks B.", "B answers A.", "They talk."], ["A asks B."]]
+    assert examples[0]["targets"] == "A asks B."
+    train_rows, _ = expand(train, "train", context(train, only=["summarization"]))
+    assert all("references" not in e for e in train_rows)  # written as null

@@ -1,0 +1,87 @@
+"""The MLflow Model Registry as the steps and the CLI use it: resolve an alias or version to the model's
+files, and the tag names every version carries.
+
+A version's source is the model's s3:// prefix (tag `mixtune.model_uri`), so resolving it needs no
+download; a version registered some other way (a runs:/ source) is fetched through MLflow.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from components.common.tracking import MODEL_URI_TAG
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+# On a version: the champion it replaced when it was promoted; `mixtune rollback` walks this chain.
+REPLACED_TAG = "mixtune.replaced_champion"
+EVAL_URI_TAG = "mixtune.eval_uri"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+    uri: str  # an s3 prefix, or a local directory downloaded from the registry
+    tags: dict
+
+
+def registered(client: MlflowClient, name: str):
+    """The registered model, or None before its first version."""
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    model = registered(client, name)
+    version = None if model is None else model.aliases.get(alias)
+    return None if version is None else str(version)
+
+
+def resolve(name: str, alias_or_version: str, download_to: Path | None = None) -> ModelRef | None:
+    """`champion`, `challenger` or `7` -> the version and where its files are; None if the alias is unset."""
+    client = MlflowClient()
+    if alias_or_version.isdigit():
+        version = alias_or_version
+    else:
+        version = alias_version(client, name, alias_or_version)
+        if version is None:
+            return None
+    try:
+        mv = client.get_model_version(name, version)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise ValueError(f"model {name!r} has no version {version}") from None
+        raise
+    uri = mv.tags.get(MODEL_URI_TAG) or mv.source
+    if not uri.startswith("s3://"):
+        import mlflow
+
+        if download_to is None:
+            raise ValueError(f"{name} v{version}: source {uri!r} is not an s3:// prefix; give a download folder")
+        uri = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(download_to / version))
+    return ModelRef(name, str(mv.version), uri, dict(mv.tags))
+
+
+def git_commit() -> str:
+    """The code version: baked into images as MIXTUNE_GIT_COMMIT, else read from a checkout."""
+    if os.environ.get("MIXTUNE_GIT_COMMIT"):
+        return os.environ["MIXTUNE_GIT_COMMIT"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                           text=True, cwd=Path(__file__).resolve().parent).stdout.strip()
+    return out.stdout.strip() + ("-dirty" if dirty else "")

@@ -1,0 +1,83 @@
+"""The evaluation set: which examples every model is scored on, and how it is versioned.
+
+By default it is this run's test split (the first `max_examples` per task, by id). With
+`evaluate.eval_set_uri` it is a frozen Parquet a team keeps fixed across runs, so a retrain on new
+chat logs is scored on exactly the set the champion was. Either way evaluate writes the set it used
+to <eval>/eval_set.parquet and records its content hash: equal hashes, equal sets.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from components.common.schemas import read_rows
+from components.common.storage import Store, join
+
+REQUIRED = ("id", "task", "inputs", "targets")
+
+
+def references(row: dict) -> list[str]:
+    """Every reference of an example: its `references` (eval splits), else its one target."""
+    refs = row.get("references")
+    return list(refs) if refs else [row["targets"]]
+
+
+def read_eval_source(store: Store, examples_uri: str, eval_set_uri: str | None) -> tuple[list[dict], str]:
+    """(rows, where) of the frozen set if one is configured, else of this run's test split."""
+    if not eval_set_uri:
+        where = join(examples_uri, "test.parquet")
+        return read_rows(store, where), where
+    try:
+        if eval_set_uri.startswith("s3://"):
+            rows = read_rows(store, eval_set_uri)
+        else:
+            rows = pq.read_table(io.BytesIO(Path(eval_set_uri).read_bytes())).to_pylist()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"evaluate.eval_set_uri: {eval_set_uri} not found") from None
+    missing = [c for c in REQUIRED if rows and c not in rows[0]]
+    if missing:
+        raise ValueError(f"{eval_set_uri}: an evaluation set needs columns {list(REQUIRED)}; missing {missing}")
+    return rows, eval_set_uri
+
+
+def select_examples(rows: list[dict], max_examples: int, tasks: list[str] | None = None) -> list[dict]:
+    """Per task, the first max_examples rows by id: the same set for every model and run.
+
+    Grouped by task in the order of `tasks`, so each task's block is contiguous."""
+    ids = [r["id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"evaluation set has duplicate example ids (e.g. {dup!r})")
+    names = tasks if tasks is not None else sorted({r["task"] for r in rows})
+    chosen = []
+    for task in names:
+        chosen += sorted((r for r in rows if r["task"] == task), key=lambda r: r["id"])[:max_examples]
+    found = {r["task"] for r in chosen}
+    missing = [t for t in names if t not in found]
+    if not chosen:
+        raise ValueError(f"evaluation set has no examples of tasks {names}: nothing to evaluate")
+    if missing:
+        raise ValueError(f"evaluation set has no examples of tasks {missing} (evaluate.tasks); it has "
+                         f"{sorted({r['task'] for r in rows})}")
+    return chosen
+
+
+def eval_set_sha256(rows: list[dict]) -> str:
+    """Content hash of (id, task, inputs, references) in evaluation order."""
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(json.dumps([r["id"], r["task"], r["inputs"], references(r)], ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def by_task(rows: list[dict]) -> dict[str, list[int]]:
+    """task -> positions of its rows, in evaluation order."""
+    out: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        out.setdefault(r["task"], []).append(i)
+    return out

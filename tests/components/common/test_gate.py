@@ -1,0 +1,81 @@
+"""The promotion gate as a pure function, on hand-written schema-2 metrics."""
+from __future__ import annotations
+
+from components.common.config import GateConfig
+from components.common.gate import decide, evaluate_gate
+from tests.components.common.gate_metrics import gate_metrics, task_scores
+
+GATE = GateConfig(min_improvement=0.5, max_drop=1.0)
+
+
+def test_first_model_is_compared_with_the_base_model():
+    good = gate_metrics({"summarization": task_scores(candidate=20.0, base=2.0, champion=None)})
+    d = decide(GATE, good, current_champion=None)
+    assert d.promote and d.baseline == "base" and "vs base model" in d.reason
+    useless = gate_metrics({"summarization": task_scores(candidate=2.2, base=2.0, champion=None)})
+    d = decide(GATE, useless, current_champion=None)
+    assert not d.promote and "improves summarization failed" in d.reason
+
+
+def test_better_candidate_is_promoted_worse_one_kept():
+    better = gate_metrics({"summarization": task_scores(25.0, 2.0, 20.0)}, champion_version="3")
+    d = decide(GATE, better, "3")
+    assert d.promote and d.baseline == "champion" and [c.passed for c in d.checks] == [True, True, True]
+    worse = gate_metrics({"summarization": task_scores(18.0, 2.0, 20.0)}, champion_version="3")
+    d = decide(GATE, worse, "3")
+    assert not d.promote
+    assert {c.name: c.passed for c in d.checks} == {"improves summarization": False,
+                                                    "summarization holds vs champion": False,
+                                                    "summarization holds vs base": True}
+
+
+def test_improvement_must_be_supported_by_the_interval_not_the_mean():
+    # +1.0 on average, but the paired interval [-0.5, 2.5] includes no change: not enough evidence.
+    noisy = gate_metrics({"summarization": task_scores(21.0, 2.0, 20.0, spread=1.5)}, champion_version="3")
+    d = evaluate_gate(GATE, noisy)
+    assert not d.promote and "CI lower bound -0.50 <= margin 0.5" in d.checks[0].detail
+    tight = gate_metrics({"summarization": task_scores(21.0, 2.0, 20.0, spread=0.4)}, champion_version="3")
+    assert evaluate_gate(GATE, tight).promote  # lower bound 0.6 > margin 0.5
+
+
+def test_forgetting_candidate_is_never_promoted():
+    # Much better on the new chats, but an old task fell 3 points: forgetting.
+    tasks = {"summarization": task_scores(30.0, 2.0, 20.0),
+             "review_rating": task_scores(52.0, 20.0, 55.0, primary="accuracy")}
+    d = decide(GATE, gate_metrics(tasks, champion_version="3"), "3")
+    assert not d.promote
+    assert "review_rating holds vs champion failed (accuracy -3.00 vs champion v3 (tolerance -1))" in d.reason
+    # A per-task tolerance can allow it, deliberately.
+    lenient = GATE.model_copy(update={"max_drop_per_task": {"review_rating": 5.0}})
+    assert decide(lenient, gate_metrics(tasks, champion_version="3"), "3").promote
+
+
+def test_drop_against_the_base_model_counts_unless_disabled():
+    tasks = {"summarization": task_scores(30.0, 2.0, 20.0),
+             "ner": task_scores(10.0, 14.0, 9.0, primary="f1")}  # beats the champion, below the base
+    assert not decide(GATE, gate_metrics(tasks, champion_version="3"), "3").promote
+    assert decide(GATE.model_copy(update={"check_base": False}), gate_metrics(tasks, champion_version="3"), "3").promote
+
+
+def test_lower_is_better_primary_metric():
+    # MAE 0.6 vs champion 1.2: an improvement of 0.6 stars; the interval of the difference is [-1.0, -0.2].
+    tasks = {"review_rating": task_scores(0.6, 2.0, 1.2, spread=0.4, primary="mae", lower_is_better=("mae",))}
+    d = evaluate_gate(GateConfig(min_improvement=0.1), gate_metrics(tasks, champion_version="3"))
+    assert d.promote and "mae +0.60 vs champion v3" in d.checks[0].detail and "lower bound +0.20" in d.checks[0].detail
+    tasks = {"review_rating": task_scores(1.5, 2.0, 1.2, spread=0.1, primary="mae", lower_is_better=("mae",))}
+    assert not evaluate_gate(GateConfig(), gate_metrics(tasks, champion_version="3")).promote
+
+
+def test_champion_changed_since_evaluation_is_not_promoted():
+    m = gate_metrics({"summarization": task_scores(90.0, 2.0, 10.0)}, champion_version="3")
+    d = decide(GATE, m, current_champion="4")
+    assert not d.promote and "champion changed since evaluation (v3 then, v4 now)" in d.reason
+    first = gate_metrics({"summarization": task_scores(90.0, 2.0, None)})
+    d = decide(GATE, first, current_champion="1")  # evaluated before any champion existed
+    assert not d.promote and "no champion then, v1 now" in d.reason
+
+
+def test_alias_removed_after_evaluation_still_uses_the_stricter_comparison():
+    m = gate_metrics({"summarization": task_scores(15.0, 2.0, 20.0)}, champion_version="3")
+    d = decide(GATE, m, current_champion=None)
+    assert not d.promote and "alias removed after evaluation against v3" in d.reason
