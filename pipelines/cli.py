@@ -56,6 +56,27 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def cmd_infer(args) -> int:
+    """Summarize new chat logs (data.sources, or --data) with a registered model: ingest -> infer."""
+    from pipelines.inference import compile_inference, print_inference_summary, run_local
+
+    cfg = _config(args)
+    if args.compile:
+        print(f"compiled inference pipeline → {compile_inference(cfg, args.compile)}")
+        return 0
+    try:
+        summary = run_local(cfg, args.workdir, embedded_s3=not args.external_s3)
+    except RuntimeError as e:
+        msg = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+        print(f"mixtune infer failed: {msg}\nThe failing step's output is above; state is in {args.workdir}/",
+              file=sys.stderr)
+        return 1
+    print_inference_summary(summary)
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
 def _alias_change(args, action) -> int:
     from components.register.aliases import AliasError
     from pipelines.local import local_services
@@ -121,6 +142,15 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--external-s3", action="store_true", help="use storage.* from the config")
         sp.add_argument("--reason", help="why; recorded on the model version and the registered model")
         return sp
+
+    inf = with_config(sub.add_parser("infer", help="summarize new chat logs with the champion (or --set infer.model=N)"))
+    inf.add_argument("--workdir", default=".mixtune", help="local state of `run --local` (S3 data, MLflow DB)")
+    inf.add_argument("--data", nargs="+", help="input files or globs (replaces data.sources)")
+    inf.add_argument("--format", default="chatlog", choices=list(PRESETS), help="built-in format of --data")
+    inf.add_argument("--external-s3", action="store_true", help="use storage.* from the config, start no S3 server")
+    inf.add_argument("--summary-json", help="also write the summary as JSON here")
+    inf.add_argument("--compile", metavar="YAML", help="compile the ingest -> infer pipeline for KFP instead")
+    inf.set_defaults(func=cmd_infer)
 
     prom = with_registry(sub.add_parser("promote", help="make a version champion if it passes the gate"))
     prom.add_argument("--version", required=True, help="model version number")

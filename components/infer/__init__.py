@@ -1,0 +1,1 @@
+"""Batch inference: summarize unlabeled chat logs with a registered model (default: the champion)."""
