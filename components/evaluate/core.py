@@ -27,7 +27,7 @@ from components.common.schemas import EXAMPLE_SCHEMA, table_bytes, write_table
 from components.common.storage import Store, join, require_complete
 from components.common.tracking import step_run
 from components.evaluate.evalset import eval_set_sha256, read_eval_source, references, select_examples
-from components.evaluate.generation import GenerationSettings, generate
+from components.common.generation import GenerationSettings, generate
 from components.evaluate.report import render_report
 from components.evaluate.scoring import flat_metrics, score_tasks
 

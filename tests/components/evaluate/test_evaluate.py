@@ -17,7 +17,7 @@ from components.common.schemas import EXAMPLE_SCHEMA
 from components.evaluate.core import run_evaluate
 from components.evaluate.evalset import eval_set_sha256, select_examples
 from components.evaluate.rouge import rouge
-from components.evaluate.generation import GenerationSettings, generate
+from components.common.generation import GenerationSettings, generate
 
 
 def test_evaluate_scores_base_and_candidate_on_the_same_examples(tiny_config, store, examples_uri, models, rows):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from components.evaluate.generation import length_sorted_batches
+from components.common.generation import length_sorted_batches
 from components.evaluate.rouge import rouge, rouge_per_example, split_sentences
 
 

@@ -7,7 +7,7 @@ import torch
 from components.common.config import LoraConfig, TinyModelConfig, parse_config
 from components.common.hf import load_model, load_tokenizer
 from components.common.storage import join
-from components.evaluate.generation import GenerationSettings, generate
+from components.common.generation import GenerationSettings, generate
 from components.train import lora as lora_lib, model as model_lib
 from components.train.core import run_train
 from components.train.batches import collate_causal
