@@ -76,7 +76,6 @@ def print_summary(summary: dict) -> None:
     con.print(f"evaluation: {summary['n_eval']} examples; champion evaluated against: "
               f"{'v' + summary['champion_version_evaluated'] if summary['champion_version_evaluated'] else 'none'}")
     print_summary_table(summary["evaluation"], console=con)
-    con.print(f"gate (as evaluated): {summary['evaluation']['gate']['reason']}")
     con.print(f"report: {summary['report']}")
     ex = summary["example"]
     con.print(f"example {ex['id']}\n  reference : {ex['reference']}\n  fine-tuned: {ex['candidate']}"
