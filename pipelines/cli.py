@@ -167,8 +167,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    # A normal exit unwinds the `with` blocks: the embedded S3 server runs in its own session and
+    # would outlive a `kill` of this process otherwise.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return args.func(args)
     except ConfigError as e:

@@ -44,10 +44,14 @@ def read_eval_source(store: Store, examples_uri: str, eval_set_uri: str | None) 
     return rows, eval_set_uri
 
 
-def select_examples(rows: list[dict], max_examples: int, tasks: list[str] | None = None) -> list[dict]:
-    """Per task, the first max_examples rows by id: the same set for every model and run.
+def id_order(row: dict) -> str:
+    return hashlib.sha256(row["id"].encode()).hexdigest()
 
-    Grouped by task in the order of `tasks`, so each task's block is contiguous."""
+
+def select_examples(rows: list[dict], max_examples: int, tasks: list[str] | None = None) -> list[dict]:
+    """Per task, the first max_examples rows in the order of a hash of their id: the same set for every
+    model and run, and a fair sample when several sources feed one task (by id itself, the
+    alphabetically first source would fill the quota). Grouped by task in the order of `tasks`."""
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
@@ -55,7 +59,7 @@ def select_examples(rows: list[dict], max_examples: int, tasks: list[str] | None
     names = tasks if tasks is not None else sorted({r["task"] for r in rows})
     chosen = []
     for task in names:
-        chosen += sorted((r for r in rows if r["task"] == task), key=lambda r: r["id"])[:max_examples]
+        chosen += sorted((r for r in rows if r["task"] == task), key=id_order)[:max_examples]
     found = {r["task"] for r in chosen}
     missing = [t for t in names if t not in found]
     if not chosen:

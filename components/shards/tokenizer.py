@@ -57,10 +57,16 @@ def train_unigram(texts: Iterable[str] | Iterable[list[str]], vocab_size: int):
 
 
 def build_tokenizer(cfg: MixtuneConfig, train_texts: Iterable[str] | Iterable[list[str]]):
+    """The named tokenizer, else the base model's (an s3:// base, e.g. an earlier run's model, is copied
+    down first), else for `tiny` one trained on the text."""
     from transformers import AutoTokenizer
 
-    if cfg.model.tokenizer:
-        return AutoTokenizer.from_pretrained(cfg.model.tokenizer)
-    if cfg.model.base == "tiny":
+    from components.common.hf import local_copy
+    from components.common.storage import Store
+
+    ref = cfg.model.tokenizer or (None if cfg.model.base == "tiny" else cfg.model.base)
+    if ref is None:
         return train_unigram(train_texts, cfg.model.tiny.vocab_size)
-    return AutoTokenizer.from_pretrained(cfg.model.base)
+    if ref.startswith("s3://"):
+        ref = local_copy(ref, Store(cfg.storage))
+    return AutoTokenizer.from_pretrained(ref)

@@ -90,3 +90,20 @@ def test_shards_with_the_real_t5_tokenizer(shards_config, store, examples_uri, t
     tok = AutoTokenizer.from_pretrained(t5_tokenizer_path)
     want = tok([examples[r["id"]]["inputs"] for r in shard], truncation=True, max_length=cfg.model.max_source_length)
     assert [r["input_ids"] for r in shard] == want["input_ids"]
+
+
+def test_an_s3_base_brings_its_own_tokenizer(shards_config, store, t5_tokenizer_path, tmp_path, monkeypatch):
+    """Retraining from an earlier run's model (model.base = its s3:// prefix) tokenizes with that model's
+    tokenizer, copied down like the weights."""
+    from transformers import AutoTokenizer
+
+    from components.shards.tokenizer import build_tokenizer
+
+    monkeypatch.setenv("MIXTUNE_CACHE", str(tmp_path / "cache"))
+    uri = join(store.root, "runs", "earlier", "train", "model")
+    store.upload_dir(t5_tokenizer_path, uri)
+    cfg = shards_config()
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"base": uri, "tokenizer": None})})
+    tok = build_tokenizer(cfg, iter(()))
+    assert tok("order 42 is late")["input_ids"] == AutoTokenizer.from_pretrained(t5_tokenizer_path)(
+        "order 42 is late")["input_ids"]
