@@ -71,9 +71,10 @@ def select_examples(rows: list[dict], max_examples: int, tasks: list[str] | None
 
 
 def eval_set_sha256(rows: list[dict]) -> str:
-    """Content hash of (id, task, inputs, references) in evaluation order."""
+    """Content hash of the set of (id, task, inputs, references): the order rows are scored in is not part
+    of what a set is, so a set re-read from eval_set.parquet, or selected in another order, hashes equal."""
     h = hashlib.sha256()
-    for r in rows:
+    for r in sorted(rows, key=lambda r: r["id"]):
         h.update(json.dumps([r["id"], r["task"], r["inputs"], references(r)], ensure_ascii=False).encode())
         h.update(b"\n")
     return h.hexdigest()
