@@ -26,6 +26,21 @@ def _yaml_value(text: str):
     return yaml.safe_load(text)
 
 
+def _run_and_print(args, run, print_fn) -> int:
+    """Run a local pipeline; on failure name it (kfp.local has printed the failing step's log above)."""
+    try:
+        summary = run()
+    except RuntimeError as e:
+        msg = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+        print(f"mixtune {args.command} failed: {msg}\nThe failing step's output is above; state is in "
+              f"{args.workdir}/", file=sys.stderr)
+        return 1
+    print_fn(summary)
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
 def cmd_run(args) -> int:
     if not args.local:
         print("mixtune run: only --local is available here; use `mixtune compile` for a KFP cluster",
@@ -34,18 +49,8 @@ def cmd_run(args) -> int:
     from pipelines.local import run_local
     from pipelines.summary import print_summary
 
-    try:
-        summary = run_local(_config(args), args.workdir, embedded_s3=not args.external_s3)
-    except RuntimeError as e:
-        # kfp.local has already printed the failing step's log above; say which step and stop.
-        msg = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
-        print(f"mixtune run failed: {msg}\nThe failing step's output is above; state is in {args.workdir}/",
-              file=sys.stderr)
-        return 1
-    print_summary(summary)
-    if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(summary, indent=2, default=str))
-    return 0
+    return _run_and_print(args, lambda: run_local(_config(args), args.workdir, embedded_s3=not args.external_s3),
+                          print_summary)
 
 
 def cmd_compile(args) -> int:
@@ -64,17 +69,8 @@ def cmd_infer(args) -> int:
     if args.compile:
         print(f"compiled inference pipeline → {compile_inference(cfg, args.compile)}")
         return 0
-    try:
-        summary = run_local(cfg, args.workdir, embedded_s3=not args.external_s3)
-    except RuntimeError as e:
-        msg = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
-        print(f"mixtune infer failed: {msg}\nThe failing step's output is above; state is in {args.workdir}/",
-              file=sys.stderr)
-        return 1
-    print_inference_summary(summary)
-    if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(summary, indent=2, default=str))
-    return 0
+    return _run_and_print(args, lambda: run_local(cfg, args.workdir, embedded_s3=not args.external_s3),
+                          print_inference_summary)
 
 
 def _alias_change(args, action) -> int:

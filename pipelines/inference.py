@@ -6,18 +6,15 @@ and writes the summaries to <artifact_root>/infer. Locally it runs through kfp.l
 embedded S3 server and SQLite MLflow as `mixtune run --local`, so it finds the champion that run made.
 No `from __future__ import annotations` here: KFP reads the pipeline's real type annotations.
 """
-import time
 from pathlib import Path
 
 from kfp import dsl
-from mlflow.tracking import MlflowClient
 
-from components.common import tracking
 from components.common.config import MixtuneConfig
 from components.common.storage import Store, join
 from components.infer import component as infer_c
 from components.ingest import component as ingest_c
-from pipelines.local import local_services, new_run_name, stage_sample
+from pipelines.local import new_run_name, run_dag_locally
 
 PIPELINE_NAME = "mixtune-infer"
 
@@ -54,33 +51,8 @@ def new_infer_run_name() -> str:
 def run_local(cfg: MixtuneConfig, workdir: str | Path = ".mixtune", embedded_s3: bool = True,
               pipeline_run: str | None = None) -> dict:
     """Run ingest -> infer locally (kfp.local) and return the summary (see collect_inference_summary)."""
-    import kfp.local
-
-    workdir = Path(workdir).resolve()
-    pipeline_run = pipeline_run or new_infer_run_name()
-    with local_services(cfg, workdir, embedded_s3) as cfg:
-        store = Store(cfg.storage)
-        cfg = stage_sample(cfg, store, workdir)
-        artifact_root = join(store.root, "runs", pipeline_run)
-        # Logged through the client: entering and leaving the run would mark it FINISHED early.
-        parent = tracking.parent_run_id(cfg, pipeline_run)
-        client = MlflowClient()
-        client.log_dict(parent, cfg.model_dump(mode="json"), "config.json")
-        client.set_tag(parent, "mixtune.artifact_root", artifact_root)
-        client.set_tag(parent, "mixtune.pipeline", PIPELINE_NAME)
-        kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(workdir / "kfp"))
-        status = "FAILED"
-        started = time.time()
-        try:
-            build_inference_pipeline(cfg)(config_json=cfg.model_dump_json(), pipeline_run=pipeline_run,
-                                          artifact_root=artifact_root)
-            status = "FINISHED"
-        finally:
-            tracking.finish_parent(cfg, pipeline_run, status)
-        summary = collect_inference_summary(cfg, store, artifact_root, pipeline_run)
-        summary["seconds"] = round(time.time() - started, 1)
-        summary["workdir"] = str(workdir)
-        return summary
+    return run_dag_locally(cfg, workdir, embedded_s3, pipeline_run or new_infer_run_name(),
+                           build_inference_pipeline, collect_inference_summary, PIPELINE_NAME)
 
 
 def collect_inference_summary(cfg: MixtuneConfig, store: Store, artifact_root: str, pipeline_run: str) -> dict:

@@ -92,16 +92,13 @@ def local_services(cfg: MixtuneConfig, workdir: str | Path = ".mixtune", embedde
         yield cfg
 
 
-def run_local(cfg: MixtuneConfig, workdir: str | Path = ".mixtune", embedded_s3: bool = True,
-              pipeline_run: str | None = None) -> dict:
-    """Run the whole DAG locally and return the summary (see pipelines.summary)."""
+def run_dag_locally(cfg: MixtuneConfig, workdir: str | Path, embedded_s3: bool, pipeline_run: str,
+                    build, collect, pipeline_name: str) -> dict:
+    """Run a pipeline built by `build(cfg)` through kfp.local inside the local services, with its MLflow
+    parent run, and return `collect(cfg, store, artifact_root, pipeline_run)` plus timing."""
     import kfp.local
 
-    from pipelines.dag import build_pipeline
-    from pipelines.summary import collect_summary
-
     workdir = Path(workdir).resolve()
-    pipeline_run = pipeline_run or new_run_name()
     with local_services(cfg, workdir, embedded_s3) as cfg:
         store = Store(cfg.storage)
         cfg = stage_sample(cfg, store, workdir)
@@ -111,16 +108,26 @@ def run_local(cfg: MixtuneConfig, workdir: str | Path = ".mixtune", embedded_s3:
         client = MlflowClient()
         client.log_dict(parent, cfg.model_dump(mode="json"), "config.json")
         client.set_tag(parent, "mixtune.artifact_root", artifact_root)
+        client.set_tag(parent, "mixtune.pipeline", pipeline_name)
         kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(workdir / "kfp"))
         status = "FAILED"
         started = time.time()
         try:
-            build_pipeline(cfg)(config_json=cfg.model_dump_json(), pipeline_run=pipeline_run,
-                                artifact_root=artifact_root)
+            build(cfg)(config_json=cfg.model_dump_json(), pipeline_run=pipeline_run, artifact_root=artifact_root)
             status = "FINISHED"
         finally:
             tracking.finish_parent(cfg, pipeline_run, status)
-        summary = collect_summary(cfg, store, artifact_root, pipeline_run)
+        summary = collect(cfg, store, artifact_root, pipeline_run)
         summary["seconds"] = round(time.time() - started, 1)
         summary["workdir"] = str(workdir)
         return summary
+
+
+def run_local(cfg: MixtuneConfig, workdir: str | Path = ".mixtune", embedded_s3: bool = True,
+              pipeline_run: str | None = None) -> dict:
+    """Run the whole DAG locally and return the summary (see pipelines.summary)."""
+    from pipelines.dag import PIPELINE_NAME, build_pipeline
+    from pipelines.summary import collect_summary
+
+    return run_dag_locally(cfg, workdir, embedded_s3, pipeline_run or new_run_name(), build_pipeline,
+                           collect_summary, PIPELINE_NAME)
