@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from components.common.config import MixtuneConfig
 from components.common.gate import Decision, decide
-from components.common.registry import CHALLENGER, CHAMPION, EVAL_URI_TAG, REPLACED_TAG, git_commit
+from components.common.registry import CHALLENGER, CHAMPION, EVAL_URI_TAG, REPLACED_TAG, alias_version, git_commit
 from components.common.storage import Store, join, require_complete
 from components.common.tracking import MODEL_URI_TAG, PIPELINE_TAG, step_run
 
@@ -34,11 +34,6 @@ class RegisterResult:
     previous_champion: str | None
     mlflow_run_id: str = ""
     tags: dict[str, str] = field(default_factory=dict)
-
-
-def champion_version(client: MlflowClient, name: str) -> str | None:
-    version = client.get_registered_model(name).aliases.get(CHAMPION)
-    return None if version is None else str(version)
 
 
 def ensure_registered_model(client: MlflowClient, name: str) -> None:
@@ -123,7 +118,7 @@ def run_register(
     with step_run(cfg, pipeline_run, "register") as run:
         client = MlflowClient()
         ensure_registered_model(client, name)
-        previous = champion_version(client, name)
+        previous = alias_version(client, name, CHAMPION)
         retry = existing_version(client, name, model_uri, pipeline_run)
         if retry is not None and previous == str(retry.version):
             decision = Decision(True, "already champion (retry of this step)")
@@ -139,7 +134,7 @@ def run_register(
                 client.set_model_version_tag(name, mv.version, k, v)
         version = str(mv.version)
         client.set_registered_model_alias(name, CHALLENGER, version)
-        if decision.promote and champion_version(client, name) != previous:
+        if decision.promote and alias_version(client, name, CHAMPION) != previous:
             # Moved between our read and now: the gate's comparison no longer holds.
             decision = Decision(False, f"keep: champion alias moved during registration (was v{previous})")
             tags.update(gate_tags(decision))
@@ -148,7 +143,7 @@ def run_register(
         if decision.promote and previous != version:
             client.set_model_version_tag(name, version, REPLACED_TAG, previous or "none")
             client.set_registered_model_alias(name, CHAMPION, version)  # last: all checks are done
-        aliases = [CHALLENGER] + ([CHAMPION] if champion_version(client, name) == version else [])
+        aliases = [CHALLENGER] + ([CHAMPION] if alias_version(client, name, CHAMPION) == version else [])
 
         gate = cfg.registry.gate
         mlflow.log_params({"model_name": name, "version": version, "primary": tags["mixtune.primary"],
