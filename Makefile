@@ -9,11 +9,11 @@ CONFIG ?= configs/demo.yaml
 
 # torch goes in FIRST and alone: `torch==2.13.0` takes the local CPU build; any other spec pulls
 # several GB of CUDA wheels. Nothing after it may replace it (checked below).
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	$(BIN)/python -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') else f'torch was replaced: {v}')"
 	$(BIN)/pip check

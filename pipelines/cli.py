@@ -1,5 +1,5 @@
-"""The `mixtune` command: run the DAG locally, compile it for KFP, promote or roll back the champion,
-make sample data."""
+"""The `mixtune` command: run the DAG locally, compile it for KFP or submit it to a cluster, promote
+or roll back the champion, make sample data."""
 from __future__ import annotations
 
 import argparse
@@ -56,8 +56,49 @@ def cmd_run(args) -> int:
 def cmd_compile(args) -> int:
     from pipelines.dag import compile_pipeline
 
-    out = compile_pipeline(_config(args), args.output)
+    out = compile_pipeline(_config(args), args.output, scheduled=args.scheduled)
     print(f"compiled pipeline → {out}")
+    return 0
+
+
+def cmd_submit(args) -> int:
+    """Start the pipeline on the KFP cluster in cluster.* (or schedule it, or start it only for new data)."""
+    from pipelines.submit import SubmitError, schedule, submit, submit_if_new
+
+    cfg = _config(args)
+    try:
+        if args.schedule:
+            from pipelines.submit import kfp_client
+
+            result = schedule(cfg, kfp_client(cfg), replace=args.replace)
+        elif args.if_new_data:
+            result = submit_if_new(cfg)
+        else:
+            result = submit(cfg, run_name=args.run_name)
+    except SubmitError as e:
+        print(f"mixtune submit: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({"started": result.started, "reason": result.reason, "run_name": result.run_name,
+                      "run_id": result.run_id, "fingerprint": result.fingerprint, "files": result.files}))
+    return 0
+
+
+def cmd_train_job(args) -> int:
+    """Print the TrainJob / PyTorchJob the train step creates from this config, for review."""
+    import yaml
+
+    from components.train.kubeflow import manifest_for
+
+    cfg = _config(args)
+    if cfg.train.launcher == "local":
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"launcher": "trainjob"})})
+    manifest = manifest_for(cfg, args.job_uri, args.name)
+    text = yaml.safe_dump(json.loads(json.dumps(manifest)), sort_keys=False)  # no YAML anchors for shared dicts
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"{manifest['kind']} → {args.output}")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -130,7 +171,24 @@ def parser() -> argparse.ArgumentParser:
 
     comp = with_config(sub.add_parser("compile", help="compile the DAG to KFP v2 YAML"))
     comp.add_argument("--output", "-o", default="mixtune-pipeline.yaml")
+    comp.add_argument("--scheduled", action="store_true",
+                      help="the recurring-run variant (only config_json; runs named by KFP's run id)")
     comp.set_defaults(func=cmd_compile)
+
+    subm = with_config(sub.add_parser("submit", help="start the pipeline on the KFP cluster in cluster.*"))
+    subm.add_argument("--if-new-data", action="store_true",
+                      help="only if the sources' current files have not started a run yet (the trigger)")
+    subm.add_argument("--schedule", action="store_true", help="create the KFP recurring run (cluster.schedule)")
+    subm.add_argument("--replace", action="store_true", help="with --schedule: recreate an existing one")
+    subm.add_argument("--run-name", help="KFP run name and pipeline_run (default mixtune-<time>)")
+    subm.set_defaults(func=cmd_submit)
+
+    tj = with_config(sub.add_parser("train-job", help="print the TrainJob/PyTorchJob the train step creates"))
+    tj.add_argument("--job-uri", default="s3://<bucket>/runs/<run>/train/job.json",
+                    help="the job spec URI the pods read (the step writes it)")
+    tj.add_argument("--name", default="mixtune-run-train")
+    tj.add_argument("--output", "-o")
+    tj.set_defaults(func=cmd_train_job)
 
     def with_registry(sp):
         with_config(sp)

@@ -14,6 +14,7 @@ from components.common.config import MixtuneConfig
 from components.common.storage import Store, join
 from components.infer import component as infer_c
 from components.ingest import component as ingest_c
+from pipelines.dag import with_cluster_credentials
 from pipelines.local import new_run_name, run_dag_locally
 
 PIPELINE_NAME = "mixtune-infer"
@@ -25,7 +26,7 @@ def build_inference_pipeline(cfg: MixtuneConfig):
     infer_op = infer_c.build(cfg.images.cpu)
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Summarize new chat logs with the registered champion")
-    def mixtune_infer(config_json: str, pipeline_run: str, artifact_root: str):
+    def mixtune_infer(config_json: str, pipeline_run: str, artifact_root: str = ""):
         common = dict(config_json=config_json, pipeline_run=pipeline_run, artifact_root=artifact_root)
         ingest = ingest_op(**common).set_display_name("ingest")
         # Its real input is the bucket's content, which KFP cannot see: new files must be read.
@@ -33,6 +34,8 @@ def build_inference_pipeline(cfg: MixtuneConfig):
         infer = infer_op(**common, records_uri=ingest.outputs["records_uri"]).set_display_name("infer")
         # The alias may have moved since a cached run: the registry is an input KFP cannot see.
         infer.set_caching_options(False)
+        for task in (ingest, infer):
+            with_cluster_credentials(task, cfg)
 
     return mixtune_infer
 

@@ -207,7 +207,8 @@ class KubernetesTrainConfig(_Strict):
         "(Kubeflow Trainer v2.2+) or podTemplateOverrides (v2.0-2.1)")
     cpu: str = "8"
     memory: str = "64Gi"
-    service_account: str = Field(default="mixtune-runner", description="pods use its role for S3 (IRSA/workload identity)")
+    service_account: str = Field(default="mixtune-train", description="training pods: its role gives S3 "
+                                 "(IRSA / workload identity); infra/ creates it")
     credentials_secret: str | None = Field(
         default=None, description="a Secret with AWS_* (and MLflow) keys, mounted as env; None = service-account role")
     poll_seconds: float = Field(default=30.0, gt=0)
@@ -330,11 +331,49 @@ class StorageConfig(_Strict):
 class TrackingConfig(_Strict):
     uri: str = Field(default="sqlite:///.mixtune/mlflow.db", description="MLflow tracking URI")
     experiment: str = "mixtune"
+    artifact_location: str | None = Field(
+        default=None, description="where a new experiment keeps artifacts; None = <bucket>/<prefix>/mlflow-artifacts "
+        "for a local store, the server's own (proxied through it) for an http(s) tracking server")
 
 
 class ImagesConfig(_Strict):
     cpu: str = Field(default="mixtune/cpu:latest", description="registry/repository:tag for data and eval steps")
     gpu: str = Field(default="mixtune/train-cuda:latest", description="registry/repository:tag for training")
+
+
+class TriggerConfig(_Strict):
+    """`mixtune submit --if-new-data`: what an Argo Events sensor (or a cron) runs on new chat logs."""
+
+    claims_prefix: str = Field(default="triggers", description="key prefix (under storage.prefix) of the "
+                               "claim objects that make two events for the same files start one run")
+    settle_seconds: float = Field(default=30.0, ge=0, description="wait until the source listing stops "
+                                  "changing for this long, so a burst of uploads starts one run")
+    settle_max_seconds: float = Field(default=600.0, ge=0, description="give up waiting for a quiet listing")
+
+
+class ClusterConfig(_Strict):
+    """Where `mixtune submit` sends the pipeline, and what its pods get from Kubernetes."""
+
+    kfp_host: str = Field(default="http://ml-pipeline.kubeflow.svc.cluster.local:8888",
+                          description="KFP API server (in-cluster default; a port-forward URL from a laptop)")
+    namespace: str = Field(default="mixtune", description="KFP namespace (multi-user KFP: the profile)")
+    experiment: str = "mixtune"
+    service_account: str = Field(default="mixtune-pipeline", description="service account of the run's "
+                                 "pods: RBAC to create training jobs; its cloud role gives S3 in production")
+    s3_secret: str | None = Field(default=None, description="a Secret with AWS_ACCESS_KEY_ID / "
+                                  "AWS_SECRET_ACCESS_KEY, set as env on every step; None = the role only")
+    mlflow_secret: str | None = Field(default=None, description="a Secret with MLFLOW_TRACKING_USERNAME / "
+                                      "MLFLOW_TRACKING_PASSWORD (an authenticated MLflow server)")
+    schedule: str = Field(default="0 3 * * *", description="cron for `mixtune submit --schedule` "
+                          "(KFP recurring run, 5 or 6 fields)")
+    trigger: TriggerConfig = TriggerConfig()
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if len(v.split()) not in (5, 6):
+            raise ValueError(f"schedule {v!r} is not a cron expression (5 or 6 space-separated fields)")
+        return v
 
 
 class MixtuneConfig(_Strict):
@@ -349,6 +388,7 @@ class MixtuneConfig(_Strict):
     storage: StorageConfig = StorageConfig()
     tracking: TrackingConfig = TrackingConfig()
     images: ImagesConfig = ImagesConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     @model_validator(mode="after")
     def _lengths(self) -> "MixtuneConfig":

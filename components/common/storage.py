@@ -88,6 +88,23 @@ class Store:
         except ClientError as e:
             raise FileNotFoundError(f"{uri}: {e.response['Error'].get('Code', e)}") from None
 
+    def put_if_absent(self, uri: str, data: bytes) -> bool:
+        """Create the object only if no object has that key (S3 `If-None-Match: *`): of several
+        writers racing for one key exactly one gets True. The others, and any later call, get False."""
+        u = S3Uri.parse(uri)
+        try:
+            self.client.put_object(Bucket=u.bucket, Key=u.key, Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as e:
+            # 412: the key exists; 409: a concurrent conditional write to it is in progress.
+            if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+                return False
+            raise
+
+    def delete(self, uri: str) -> None:
+        u = S3Uri.parse(uri)
+        self.client.delete_object(Bucket=u.bucket, Key=u.key)
+
     def put_json(self, uri: str, obj) -> None:
         self.put_bytes(uri, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
@@ -168,6 +185,15 @@ class Store:
             self.get_file(obj_uri, local_dir / join("", rel).lstrip("/"))
         return local_dir
 
+
+def run_root(cfg: StorageConfig, pipeline_run: str, artifact_root: str = "") -> str:
+    """Where a pipeline run's artifacts live: artifact_root when given, else <bucket>/<prefix>/runs/<run>
+    (what a scheduled KFP run uses: its name is only known inside the run)."""
+    if artifact_root:
+        return artifact_root
+    if not pipeline_run or "/" in pipeline_run or pipeline_run in (".", ".."):
+        raise ValueError(f"pipeline run name {pipeline_run!r} cannot name an artifact folder")
+    return join(f"s3://{cfg.bucket}", cfg.prefix, "runs", pipeline_run)
 
 
 def require_complete(store: Store, model_uri: str) -> None:

@@ -30,8 +30,10 @@ def setup(cfg: MixtuneConfig) -> str:
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
     if exp is not None:
         return exp.experiment_id
-    location = join(f"s3://{cfg.storage.bucket}", cfg.storage.prefix, "mlflow-artifacts")
-    try:
+    location = cfg.tracking.artifact_location
+    if location is None and not cfg.tracking.uri.startswith(("http://", "https://")):
+        location = join(f"s3://{cfg.storage.bucket}", cfg.storage.prefix, "mlflow-artifacts")
+    try:  # location None: the server's default, which a proxied server serves through itself
         return client.create_experiment(cfg.tracking.experiment, artifact_location=location)
     except mlflow.exceptions.MlflowException:
         # Created by a concurrent run between our lookup and create.

@@ -22,11 +22,13 @@ def evaluate(
     from pathlib import Path
 
     from components.common.config import config_from_json
+    from components.common.storage import run_root
     from components.evaluate.core import run_evaluate
     from components.evaluate.scoring import flat_metrics
 
     cfg = config_from_json(config_json)
-    r = run_evaluate(cfg, examples_uri, model_uri, base_model_uri, artifact_root, pipeline_run)
+    r = run_evaluate(cfg, examples_uri, model_uri, base_model_uri, run_root(cfg.storage, pipeline_run, artifact_root),
+                     pipeline_run)
     for key, value in flat_metrics(r.metrics["tasks"]).items():
         metrics.log_metric(key.replace("/", "."), value)
     metrics.log_metric("n_examples", r.metrics["n_examples"])

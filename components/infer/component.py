@@ -17,9 +17,11 @@ def infer(
     from collections import namedtuple
 
     from components.common.config import config_from_json
+    from components.common.storage import run_root
     from components.infer.core import run_infer
 
-    r = run_infer(config_from_json(config_json), records_uri, artifact_root, pipeline_run)
+    cfg = config_from_json(config_json)
+    r = run_infer(cfg, records_uri, run_root(cfg.storage, pipeline_run, artifact_root), pipeline_run)
     for key, value in r.manifest["counts"].items():
         metrics.log_metric(key, value)
     if r.manifest["summaries_per_second"] is not None:

@@ -13,9 +13,11 @@ def ingest(
     from collections import namedtuple
 
     from components.common.config import config_from_json
+    from components.common.storage import run_root
     from components.ingest.core import run_ingest
 
-    r = run_ingest(config_from_json(config_json), artifact_root, pipeline_run)
+    cfg = config_from_json(config_json)
+    r = run_ingest(cfg, run_root(cfg.storage, pipeline_run, artifact_root), pipeline_run)
     values = {**r.counts, **{f"split_{k}": v for k, v in r.split_rows.items()},
               **{f"pii_{k}": v for k, v in r.pii.items()},
               "files_read": len(r.files_read), "files_reused": len(r.files_reused)}

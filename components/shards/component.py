@@ -12,9 +12,11 @@ def shards(
     from collections import namedtuple
 
     from components.common.config import config_from_json
+    from components.common.storage import run_root
     from components.shards.core import run_shards
 
-    r = run_shards(config_from_json(config_json), examples_uri, artifact_root, pipeline_run)
+    cfg = config_from_json(config_json)
+    r = run_shards(cfg, examples_uri, run_root(cfg.storage, pipeline_run, artifact_root), pipeline_run)
     metrics.log_metric("vocab_size", r.manifest["vocab_size"])
     for split, info in r.manifest["splits"].items():
         metrics.log_metric(f"{split}_rows", info["rows"])
@@ -24,24 +26,24 @@ def shards(
     return namedtuple("ShardsOutputs", ["shards_uri"])(r.shards_uri)
 
 
-def shards_prepare(config_json: str, artifact_root: str, examples_uri: str) -> str:
+def shards_prepare(config_json: str, pipeline_run: str, artifact_root: str, examples_uri: str) -> str:
     """Fan-out, first task: the tokenizer and the partition plan; returns the plan's URI."""
     from components.common.config import config_from_json
-    from components.common.storage import Store
+    from components.common.storage import Store, run_root
     from components.shards.fanout import prepare_fanout
 
     cfg = config_from_json(config_json)
-    return prepare_fanout(cfg, examples_uri, artifact_root, Store(cfg.storage))
+    return prepare_fanout(cfg, examples_uri, run_root(cfg.storage, pipeline_run, artifact_root), Store(cfg.storage))
 
 
-def shards_partition(config_json: str, artifact_root: str, partition: str) -> str:
+def shards_partition(config_json: str, pipeline_run: str, artifact_root: str, partition: str) -> str:
     """Fan-out, one ParallelFor task: partition `partition` of every split; returns its partial's reference."""
     from components.common.config import config_from_json
-    from components.common.storage import Store
+    from components.common.storage import Store, run_root
     from components.shards.fanout import run_partition
 
     cfg = config_from_json(config_json)
-    return run_partition(cfg, artifact_root, int(partition), Store(cfg.storage))
+    return run_partition(cfg, run_root(cfg.storage, pipeline_run, artifact_root), int(partition), Store(cfg.storage))
 
 
 def shards_merge(config_json: str, pipeline_run: str, artifact_root: str, partials: List[str],
@@ -50,14 +52,14 @@ def shards_merge(config_json: str, pipeline_run: str, artifact_root: str, partia
     from collections import namedtuple
 
     from components.common.config import config_from_json
-    from components.common.storage import Store
+    from components.common.storage import Store, run_root
     from components.common.tracking import step_run
     from components.shards.core import log_shards
     from components.shards.fanout import merge_fanout
 
     cfg = config_from_json(config_json)
     with step_run(cfg, pipeline_run, "shards"):
-        r = merge_fanout(artifact_root, partials, Store(cfg.storage))
+        r = merge_fanout(run_root(cfg.storage, pipeline_run, artifact_root), partials, Store(cfg.storage))
         log_shards(cfg, r.manifest)
     metrics.log_metric("partitions", len(partials))
     metrics.log_metric("tokens_per_second", r.manifest["tokenize"]["tokens_per_second"])

@@ -12,9 +12,11 @@ def templates(
     from collections import namedtuple
 
     from components.common.config import config_from_json
+    from components.common.storage import run_root
     from components.templates.core import run_templates
 
-    r = run_templates(config_from_json(config_json), records_uri, artifact_root, pipeline_run)
+    cfg = config_from_json(config_json)
+    r = run_templates(cfg, records_uri, run_root(cfg.storage, pipeline_run, artifact_root), pipeline_run)
     for split, n in r.split_rows.items():
         metrics.log_metric(f"examples_{split}", n)
     for task, report in r.tasks.items():

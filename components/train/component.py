@@ -14,9 +14,11 @@ def train(
     from collections import namedtuple
 
     from components.common.config import config_from_json
+    from components.common.storage import run_root
     from components.train.core import run_train
 
-    r = run_train(config_from_json(config_json), shards_uri, artifact_root, pipeline_run)
+    cfg = config_from_json(config_json)
+    r = run_train(cfg, shards_uri, run_root(cfg.storage, pipeline_run, artifact_root), pipeline_run)
     for name in ("final_loss", "first_loss", "steps", "train_seconds", "tokens_seen", "tokens_per_second"):
         metrics.log_metric(name, float(getattr(r, name)))
     outputs = namedtuple("TrainOutputs", ["model_uri", "base_model_uri", "mlflow_run_id"])

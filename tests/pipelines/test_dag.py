@@ -59,3 +59,30 @@ def test_shards_fan_out_over_partitions(tmp_path):
     assert json.loads(items["raw"]) == ["0", "1", "2"]
     body = spec.components[tasks[loop].component_ref.name].dag.tasks
     assert list(body) == ["shards-partition"] and not body["shards-partition"].caching_options.enable_cache
+
+
+def test_scheduled_variant_names_each_run_by_kfps_run_id(tmp_path):
+    cfg = load_config(None, {"shards.partitions": 2})
+    docs = list(yaml.safe_load_all(open(compile_pipeline(cfg, str(tmp_path / "s.yaml"), scheduled=True))))
+    spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    assert set(spec.root.input_definitions.parameters) == {"config_json"}
+    text = (tmp_path / "s.yaml").read_text()
+    # Every step, the partitions inside the loop too, gets the run id as its pipeline_run.
+    assert text.count("'{{$.pipeline_job_uuid}}'") + text.count('"{{$.pipeline_job_uuid}}"') >= 8
+
+
+def test_cluster_secrets_reach_every_step_by_name_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value-that-must-not-leak")
+    _, docs = _compile(tmp_path, **{"cluster.s3_secret": "mixtune-s3", "cluster.mlflow_secret": "mlflow-auth"})
+    assert "s3cr3t-value-that-must-not-leak" not in (tmp_path / "p.yaml").read_text()
+    executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert sorted(executors) == sorted(f"exec-{s}" for s in STEPS)
+    for config in executors.values():
+        refs = {s["secretName"]: (s["optional"], [k["envVar"] for k in s["keyToEnv"]]) for s in config["secretAsEnv"]}
+        assert refs == {"mixtune-s3": (False, ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]),
+                        "mlflow-auth": (True, ["MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"])}
+
+
+def test_without_secrets_pods_rely_on_their_role(tmp_path):
+    _, docs = _compile(tmp_path)
+    assert len(docs) == 1, "no Kubernetes platform section: nothing names a Secret"

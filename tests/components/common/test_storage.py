@@ -39,3 +39,24 @@ def test_round_trip_on_real_s3(store, tmp_path):
         store.get_bytes(join(root, "missing"))
     with pytest.raises(FileNotFoundError):
         store.download_dir(join(root, "empty"), tmp_path / "e")
+
+
+def test_run_root_defaults_under_runs_and_refuses_names_that_escape():
+    from components.common.config import StorageConfig
+    from components.common.storage import run_root
+
+    cfg = StorageConfig(bucket="b", prefix="team")
+    assert run_root(cfg, "r1") == "s3://b/team/runs/r1"
+    assert run_root(cfg, "r1", "s3://other/x") == "s3://other/x"
+    for bad in ("", "..", "a/b"):
+        with pytest.raises(ValueError):
+            run_root(cfg, bad)
+
+
+def test_put_if_absent_lets_exactly_one_writer_create_a_key(store):
+    uri = f"{store.root}/claims/one.json"
+    assert store.put_if_absent(uri, b"first")
+    assert not store.put_if_absent(uri, b"second")
+    assert store.get_bytes(uri) == b"first"
+    store.delete(uri)
+    assert store.put_if_absent(uri, b"third")

@@ -58,9 +58,11 @@ def test_parallel_for_through_kfp_local(shards_config, store, examples_uri, trai
 
     @dsl.pipeline(name="shards-fanout")
     def fanout(config_json: str, pipeline_run: str, artifact_root: str, examples_uri: str) -> str:
-        prepare = prepare_op(config_json=config_json, artifact_root=artifact_root, examples_uri=examples_uri)
+        prepare = prepare_op(config_json=config_json, pipeline_run=pipeline_run, artifact_root=artifact_root,
+                             examples_uri=examples_uri)
         with dsl.ParallelFor(items=[str(k) for k in range(cfg.shards.partitions)]) as k:
-            part = partition_op(config_json=config_json, artifact_root=artifact_root, partition=k).after(prepare)
+            part = partition_op(config_json=config_json, pipeline_run=pipeline_run, artifact_root=artifact_root,
+                                partition=k).after(prepare)
         return merge_op(config_json=config_json, pipeline_run=pipeline_run, artifact_root=artifact_root,
                         partials=dsl.Collected(part.output)).outputs["shards_uri"]
 

@@ -158,15 +158,6 @@ def test_pytorchjob_single_cpu_node():
     assert container["args"][:4] == ["--nnodes", "1", "--nproc-per-node", "2"]
 
 
-def test_pytorchjob_validates_with_kubeflow_training_models():
-    models = pytest.importorskip("kubeflow.training.models")
-    m = kf.pytorchjob_manifest(config(credentials_secret="mixtune-s3"), JOB_URI, "run")
-    cls = models.KubeflowOrgV1PyTorchJob
-    if not hasattr(cls, "model_validate"):
-        pytest.skip("this kubeflow-training has no pydantic models to validate against")
-    assert cls.model_validate(m).model_dump(by_alias=True, exclude_none=True) == m
-
-
 def test_launcher_picks_the_manifest():
     cfg = config()
     assert kf.manifest_for(cfg, JOB_URI, "r")["kind"] == "TrainJob"

@@ -1,0 +1,186 @@
+"""`mixtune submit`: start the pipeline on a Kubeflow Pipelines cluster, once per batch of new chat logs.
+
+Three ways in, one code path:
+- by hand: `mixtune submit --config cfg.yaml` starts one run;
+- from the Argo Events sensor (infra/base/triggers): `mixtune submit --if-new-data` waits until the
+  source listing is quiet (a burst of uploads is one batch), fingerprints it (every object's key, size
+  and ETag), and claims `<storage root>/<trigger.claims_prefix>/<fingerprint>.json` with a conditional
+  put (S3 `If-None-Match: *`). Two events for the same files race for one key and only one wins, so
+  they start one run, not two; a listing nobody has claimed yet is new data;
+- `mixtune submit --schedule` creates a KFP recurring run (cron) of the scheduled pipeline variant.
+
+The compiled pipeline carries the config (no secrets: credentials come from Secrets by reference and
+from the runner's service account, see pipelines/dag.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from components.common.config import MixtuneConfig
+from components.common.storage import Store, join
+from components.ingest.catalog import SourceObject, list_objects
+from pipelines.dag import compile_pipeline
+
+SCHEDULE_NAME = "mixtune-retrain"
+
+
+class SubmitError(RuntimeError):
+    """The run could not be started; the message says why and what to do."""
+
+
+@dataclass
+class Submission:
+    started: bool
+    reason: str
+    run_name: str | None = None
+    run_id: str | None = None
+    fingerprint: str | None = None
+    claim_uri: str | None = None
+    files: int = 0
+
+
+# -- what is in the bucket -----------------------------------------------------------------------
+
+
+def source_listing(cfg: MixtuneConfig, store: Store) -> list[SourceObject]:
+    """Every object the config's sources name, sorted (what ingest would read)."""
+    if not cfg.data.sources:
+        raise SubmitError("data.sources is empty: --if-new-data needs the chat-log prefix to watch")
+    objects = []
+    for spec in cfg.data.sources:
+        try:
+            objects += list_objects(spec, store)
+        except FileNotFoundError as e:
+            raise SubmitError(f"cannot list the sources: {e}") from None
+    return sorted(set(objects), key=lambda o: o.name)
+
+
+def fingerprint(objects: list[SourceObject]) -> str:
+    lines = "".join(f"{o.name}\t{o.size}\t{o.etag}\n" for o in objects)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def settled_listing(list_fn: Callable[[], list], settle_seconds: float, max_seconds: float,
+                    sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> list:
+    """The listing once two reads `settle_seconds` apart agree: uploads still arriving join this batch."""
+    listing = list_fn()
+    if settle_seconds <= 0:
+        return listing
+    deadline = clock() + max_seconds
+    while True:
+        sleep(settle_seconds)
+        again = list_fn()
+        if again == listing:
+            return listing
+        listing = again
+        if clock() >= deadline:
+            raise SubmitError(f"sources still changing after {max_seconds:g} s; the next event will try again")
+
+
+def claim_uri(cfg: MixtuneConfig, store: Store, fp: str) -> str:
+    return join(store.root, cfg.cluster.trigger.claims_prefix, f"{fp}.json")
+
+
+# -- KFP -----------------------------------------------------------------------------------------
+
+
+def kfp_client(cfg: MixtuneConfig):
+    """kfp.Client for cluster.kfp_host. In a pod of a multi-user install it authenticates with the
+    projected service-account token at KF_PIPELINES_SA_TOKEN_PATH (the trigger Job mounts one)."""
+    import kfp
+
+    return kfp.Client(host=cfg.cluster.kfp_host, namespace=cfg.cluster.namespace)
+
+
+def run_name_for(fp: str | None) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return f"mixtune-{stamp}-{fp[:8]}" if fp else f"mixtune-{stamp}"
+
+
+def _experiment_id(cfg: MixtuneConfig, client) -> str:
+    # kfp.Client.create_experiment returns the existing experiment of that name when there is one.
+    return client.create_experiment(cfg.cluster.experiment, namespace=cfg.cluster.namespace).experiment_id
+
+
+def start_run(cfg: MixtuneConfig, client, run_name: str) -> str:
+    """Compile the DAG and start one run; returns KFP's run id."""
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(cfg, str(Path(tmp) / "mixtune.yaml"))
+        result = client.create_run_from_pipeline_package(
+            package, arguments={"config_json": cfg.model_dump_json(), "pipeline_run": run_name},
+            run_name=run_name, experiment_id=_experiment_id(cfg, client),
+            service_account=cfg.cluster.service_account)
+    return result.run_id
+
+
+def kfp_cron(expression: str) -> str:
+    """KFP's scheduler reads cron with a seconds field first; a 5-field expression gets second 0."""
+    fields = expression.split()
+    return " ".join(["0", *fields]) if len(fields) == 5 else expression
+
+
+def schedule(cfg: MixtuneConfig, client, name: str = SCHEDULE_NAME, replace: bool = False) -> Submission:
+    """Create the recurring run (one per name: an existing one is kept unless replace)."""
+    experiment_id = _experiment_id(cfg, client)
+    existing = [r for r in (client.list_recurring_runs(experiment_id=experiment_id, page_size=100).recurring_runs
+                            or []) if r.display_name == name]
+    if existing and not replace:
+        return Submission(False, f"recurring run {name!r} already exists ({existing[0].recurring_run_id}); "
+                          f"--replace to recreate it", run_name=name, run_id=existing[0].recurring_run_id)
+    for r in existing:
+        client.delete_recurring_run(r.recurring_run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(cfg, str(Path(tmp) / "mixtune-scheduled.yaml"), scheduled=True)
+        created = client.create_recurring_run(
+            experiment_id, name, description=f"mixtune retraining, cron {cfg.cluster.schedule!r}",
+            cron_expression=kfp_cron(cfg.cluster.schedule), max_concurrency=1, no_catchup=True,
+            params={"config_json": cfg.model_dump_json()}, pipeline_package_path=package,
+            service_account=cfg.cluster.service_account)
+    return Submission(True, f"recurring run {name!r}: {cfg.cluster.schedule}", run_name=name,
+                      run_id=created.recurring_run_id)
+
+
+# -- entry points --------------------------------------------------------------------------------
+
+
+def submit(cfg: MixtuneConfig, client=None, run_name: str | None = None) -> Submission:
+    client = client if client is not None else kfp_client(cfg)
+    name = run_name or run_name_for(None)
+    return Submission(True, "submitted", run_name=name, run_id=start_run(cfg, client, name))
+
+
+def submit_if_new(cfg: MixtuneConfig, client=None, store: Store | None = None,
+                  sleep: Callable[[float], None] = time.sleep) -> Submission:
+    """Start a run for the current listing of the sources unless one was already started for it."""
+    store = store or Store(cfg.storage)
+    t = cfg.cluster.trigger
+    listing = settled_listing(lambda: source_listing(cfg, store), t.settle_seconds, t.settle_max_seconds, sleep)
+    fp = fingerprint(listing)
+    claim = claim_uri(cfg, store, fp)
+    body = {"fingerprint": fp, "files": len(listing), "claimed_at": time.time(), "by": socket.gethostname()}
+    if not store.put_if_absent(claim, json.dumps(body).encode()):
+        try:
+            held = store.get_json(claim)
+        except (FileNotFoundError, ValueError):
+            held = {}
+        return Submission(False, f"already submitted for these {len(listing)} files"
+                          f"{' as ' + held['run_name'] if held.get('run_name') else ''}; nothing to do",
+                          run_name=held.get("run_name"), run_id=held.get("run_id"), fingerprint=fp,
+                          claim_uri=claim, files=len(listing))
+    name = run_name_for(fp)
+    try:
+        client = client if client is not None else kfp_client(cfg)
+        run_id = start_run(cfg, client, name)
+    except Exception:
+        store.delete(claim)  # the next event (or a retry of this Job) must be able to try again
+        raise
+    store.put_json(claim, {**body, "run_name": name, "run_id": run_id})
+    return Submission(True, f"submitted for {len(listing)} files", run_name=name, run_id=run_id,
+                      fingerprint=fp, claim_uri=claim, files=len(listing))
