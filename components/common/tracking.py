@@ -65,7 +65,13 @@ def step_run(cfg: MixtuneConfig, pipeline_run: str, step: str):
         parent_run_id=parent,
         tags={PIPELINE_TAG: pipeline_run, ROLE_TAG: "step", "mixtune.step": step},
     ) as run:
-        yield run
+        try:
+            yield run
+        except BaseException:
+            # On a cluster nothing else ends the parent run: a failed step marks it FAILED (a retry
+            # that gets through, and the last step, mark it FINISHED again).
+            MlflowClient().set_terminated(parent, status="FAILED")
+            raise
 
 
 def finish_parent(cfg: MixtuneConfig, pipeline_run: str, status: str = "FINISHED") -> str:

@@ -21,7 +21,7 @@ from components.common.config import MixtuneConfig
 from components.common.gate import Decision, decide
 from components.common.registry import CHALLENGER, CHAMPION, EVAL_URI_TAG, REPLACED_TAG, alias_version, git_commit
 from components.common.storage import Store, join, require_complete
-from components.common.tracking import MODEL_URI_TAG, PIPELINE_TAG, step_run
+from components.common.tracking import MODEL_URI_TAG, PIPELINE_TAG, finish_parent, step_run
 
 
 @dataclass
@@ -151,4 +151,5 @@ def run_register(
                            "model_uri": model_uri, "eval_uri": eval_uri, "previous_champion": previous})
         mlflow.log_metrics({"promoted": float(decision.promote)})
         mlflow.set_tags({"mixtune.gate_reason": decision.reason[:4900], "mixtune.model_version": version})
+    finish_parent(cfg, pipeline_run)  # the last step: on a cluster nothing else ends the pipeline's run
     return RegisterResult(name, version, aliases, decision.promote, decision.reason, previous, run.info.run_id, tags)
