@@ -68,9 +68,7 @@ def cmd_submit(args) -> int:
     cfg = _config(args)
     try:
         if args.schedule:
-            from pipelines.submit import kfp_client
-
-            result = schedule(cfg, kfp_client(cfg), replace=args.replace)
+            result = schedule(cfg, replace=args.replace)
         elif args.if_new_data:
             result = submit_if_new(cfg)
         else:

@@ -14,6 +14,7 @@ from the runner's service account, see pipelines/dag.py).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import socket
@@ -99,6 +100,22 @@ def kfp_client(cfg: MixtuneConfig):
     return kfp.Client(host=cfg.cluster.kfp_host, namespace=cfg.cluster.namespace)
 
 
+@contextlib.contextmanager
+def kfp_errors(cfg: MixtuneConfig):
+    """A KFP API that is down or refuses us is one line naming the host, not a urllib3 traceback."""
+    from kfp_server_api.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except ApiException as e:
+        raise SubmitError(f"KFP API at {cfg.cluster.kfp_host} refused the request: HTTP {e.status} {e.reason}: "
+                          f"{(e.body or '')[:300]}") from None
+    except (HTTPError, OSError) as e:
+        raise SubmitError(f"cannot reach the KFP API at {cfg.cluster.kfp_host} (cluster.kfp_host): "
+                          f"{getattr(e, 'reason', e)}") from None
+
+
 def run_name_for(fp: str | None) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     return f"mixtune-{stamp}-{fp[:8]}" if fp else f"mixtune-{stamp}"
@@ -111,7 +128,7 @@ def _experiment_id(cfg: MixtuneConfig, client) -> str:
 
 def start_run(cfg: MixtuneConfig, client, run_name: str) -> str:
     """Compile the DAG and start one run; returns KFP's run id."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, kfp_errors(cfg):
         package = compile_pipeline(cfg, str(Path(tmp) / "mixtune.yaml"))
         result = client.create_run_from_pipeline_package(
             package, arguments={"config_json": cfg.model_dump_json(), "pipeline_run": run_name},
@@ -126,17 +143,19 @@ def kfp_cron(expression: str) -> str:
     return " ".join(["0", *fields]) if len(fields) == 5 else expression
 
 
-def schedule(cfg: MixtuneConfig, client, name: str = SCHEDULE_NAME, replace: bool = False) -> Submission:
+def schedule(cfg: MixtuneConfig, client=None, name: str = SCHEDULE_NAME, replace: bool = False) -> Submission:
     """Create the recurring run (one per name: an existing one is kept unless replace)."""
-    experiment_id = _experiment_id(cfg, client)
-    existing = [r for r in (client.list_recurring_runs(experiment_id=experiment_id, page_size=100).recurring_runs
-                            or []) if r.display_name == name]
+    client = client if client is not None else kfp_client(cfg)
+    with kfp_errors(cfg):
+        experiment_id = _experiment_id(cfg, client)
+        listed = client.list_recurring_runs(experiment_id=experiment_id, page_size=100).recurring_runs
+    existing = [r for r in listed or [] if r.display_name == name]
     if existing and not replace:
         return Submission(False, f"recurring run {name!r} already exists ({existing[0].recurring_run_id}); "
                           f"--replace to recreate it", run_name=name, run_id=existing[0].recurring_run_id)
-    for r in existing:
-        client.delete_recurring_run(r.recurring_run_id)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, kfp_errors(cfg):
+        for r in existing:
+            client.delete_recurring_run(r.recurring_run_id)
         package = compile_pipeline(cfg, str(Path(tmp) / "mixtune-scheduled.yaml"), scheduled=True)
         created = client.create_recurring_run(
             experiment_id, name, description=f"mixtune retraining, cron {cfg.cluster.schedule!r}",

@@ -109,7 +109,7 @@ def test_concurrent_events_for_the_same_files_start_exactly_one_run(watched, sto
 
 def test_a_failed_submission_releases_its_claim_so_the_retry_can_start_the_run(watched, store):
     cfg, _ = watched
-    with pytest.raises(ConnectionError):
+    with pytest.raises(SubmitError, match="cannot reach the KFP API"):
         submit_if_new(cfg, RecordingKfp(fail=True), store)
     fp = fingerprint(source_listing(cfg, store))
     assert not store.exists(claim_uri(cfg, store, fp))
@@ -159,3 +159,13 @@ def test_schedule_creates_one_recurring_run_of_the_scheduled_variant(tiny_config
 def test_cron_gets_kfps_seconds_field():
     assert kfp_cron("*/15 * * * *") == "0 */15 * * * *"
     assert kfp_cron("30 0 3 * * *") == "30 0 3 * * *"
+
+
+def test_cli_names_the_kfp_host_it_cannot_reach(capsys):
+    from pipelines.cli import main
+    from pipelines.embedded import free_ports
+
+    host = f"http://127.0.0.1:{free_ports(1)[0]}"  # nothing listens there
+    assert main(["submit", "--set", f"cluster.kfp_host={host}"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot reach the KFP API at {host}" in err and "Traceback" not in err
