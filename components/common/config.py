@@ -318,6 +318,8 @@ class StorageConfig(_Strict):
     prefix: str = Field(default="", description="key prefix inside the bucket, no leading slash")
     endpoint_url: str | None = Field(default=None, description="S3 endpoint; None = AWS (or AWS_ENDPOINT_URL)")
     region: str = "us-east-1"
+    max_attempts: int = Field(default=12, ge=1, description="attempts per S3 call (botocore standard retries: "
+                              "exponential backoff with jitter, up to 20 s apart): ~1-2 min of outage ridden out")
 
     @field_validator("prefix")
     @classmethod

@@ -59,7 +59,8 @@ class Store:
 
     def __init__(self, cfg: StorageConfig):
         self.cfg = cfg
-        retry = BotoConfig(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=10, read_timeout=120)
+        retry = BotoConfig(retries={"max_attempts": cfg.max_attempts, "mode": "standard"}, connect_timeout=10,
+                           read_timeout=120)
         # A fresh session per Store: boto3's default session caches the first credentials it
         # resolves, which would outlive a rotated key in a long-lived process.
         self.client = boto3.session.Session().client(
