@@ -78,9 +78,10 @@ class Store:
             self.client.create_bucket(Bucket=self.cfg.bucket)
 
     # -- objects -------------------------------------------------------------------------------
-    def put_bytes(self, uri: str, data: bytes) -> None:
+    def put_bytes(self, uri: str, data: bytes) -> str:
+        """Write the object; returns its ETag (it changes whenever the object is replaced by other bytes)."""
         u = S3Uri.parse(uri)
-        self.client.put_object(Bucket=u.bucket, Key=u.key, Body=data)
+        return self.client.put_object(Bucket=u.bucket, Key=u.key, Body=data).get("ETag", "").strip('"')
 
     def get_bytes(self, uri: str) -> bytes:
         u = S3Uri.parse(uri)

@@ -53,9 +53,9 @@ class ShardSink:
     def __call__(self, stream: str, index: int, table: pa.Table) -> dict:
         data = table_bytes(table)
         uri = shard_uri(self.out, self.split, stream, index)
-        self.store.put_bytes(uri, data)
+        etag = self.store.put_bytes(uri, data)
         return {"uri": uri, "rows": table.num_rows, "sha256": hashlib.sha256(data).hexdigest(),
-                "bytes": len(data), "source_tokens": token_count(table.column("input_ids")),
+                "bytes": len(data), "etag": etag, "source_tokens": token_count(table.column("input_ids")),
                 "target_tokens": token_count(table.column("labels"))}
 
 

@@ -102,8 +102,9 @@ def read_manifest(store: Store, shards_uri: str) -> dict:
 
 
 def check_shards(store: Store, manifest: dict, split: str = "train") -> None:
-    """Every shard exists with the size the manifest promised: a missing or truncated shard fails here,
-    before any process starts. Its sha256 is checked by the loader when it streams the bytes."""
+    """Every shard exists with the size and ETag the manifest recorded: a missing, truncated or
+    replaced shard fails here, before any process starts, from HEAD requests alone. The loader still
+    checks each shard's sha256 as it streams the bytes."""
     for shard in manifest["splits"][split]["shards"]:
         found = store.head(shard["uri"])
         if found is None:
@@ -111,6 +112,9 @@ def check_shards(store: Store, manifest: dict, split: str = "train") -> None:
         if "bytes" in shard and found[0] != shard["bytes"]:
             raise ShardChecksumError(f"{shard['uri']}: {found[0]} bytes, the manifest says {shard['bytes']} "
                                      "(truncated or replaced)")
+        if shard.get("etag") and found[1] != shard["etag"]:
+            raise ShardChecksumError(f"{shard['uri']}: changed since the shards step wrote it (ETag {found[1]}, "
+                                     f"the manifest says {shard['etag']}); rerun the shards step")
 
 
 def prepare_base(cfg: MixtuneConfig, manifest: dict, store: Store, tokenizer_dir: Path,

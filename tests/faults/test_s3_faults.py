@@ -90,10 +90,12 @@ def test_ingest_survives_a_server_restart_mid_step(tmp_path, tiny_config, record
             while proxy.seen["forwarded"] < forwarded_before + 5 and worker.is_alive():
                 time.sleep(0.01)
             proxy.down = True
+            outage = time.monotonic()
             server.stop()
             server.start()  # same folder: same data, same keys, new ports
             proxy.upstream_port = server.port
             proxy.down = False
+            outage = time.monotonic() - outage
             worker.join(timeout=240)
             refused = proxy.seen["down"]
         result = outcome.get("result")
@@ -101,6 +103,7 @@ def test_ingest_survives_a_server_restart_mid_step(tmp_path, tiny_config, record
         ok = (result is not None and refused > 0 and counts["rows_read"] == 12 * 40
               and counts["rows_read"] == counts["rows_kept"] + counts["rows_quarantined"] + counts["rows_duplicate"])
         record("S3 server restarted mid-ingest", "step finishes, every row counted",
-               f"{refused} requests refused; {counts.get('rows_read', outcome.get('error'))} rows read", ok)
+               f"{outage:.0f} s down, {refused} requests refused; "
+               f"{counts.get('rows_read', outcome.get('error'))} rows read", ok)
     finally:
         server.stop()
