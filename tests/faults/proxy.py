@@ -5,8 +5,9 @@ SigV4 signatures still verify) to the upstream server, unless a queued fault tak
   "5xx"   answer 503 SlowDown without forwarding (what S3 says under load)
   "slow"  wait `delay` seconds, then forward
   "drop"  read the request, then close the connection without a response
-While `down` is set every connection is refused at the HTTP level (closed at once), as during a
-server restart; `upstream` may be re-pointed to the restarted server's port.
+While `down` is set every request is answered by closing the connection, and so is any request
+that was in flight when the server went down, as in a restart; `upstream_port` may then be
+re-pointed to the restarted server.
 """
 from __future__ import annotations
 
@@ -41,8 +42,9 @@ class FaultProxy:
     def __init__(self, upstream_port: int):
         self.upstream_port = upstream_port
         self.faults: deque[tuple[str, float]] = deque()
-        self.down = False
-        self.seen: Counter = Counter()  # "forwarded", "5xx", "slow", "drop", "down"
+        self._down = False
+        self.epoch = 0  # bumped whenever the server goes down: in-flight responses are then lost
+        self.seen: Counter = Counter()  # "forwarded", "5xx", "slow", "drop", "down", "lost"
         self.lock = threading.Lock()
         proxy = self
 
@@ -80,6 +82,7 @@ class FaultProxy:
                 self._forward(body)
 
             def _forward(self, body: bytes):
+                epoch = proxy.epoch
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
                 try:
                     upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
@@ -95,6 +98,13 @@ class FaultProxy:
                     return
                 finally:
                     upstream.close()
+                if proxy.down or proxy.epoch != epoch:
+                    # The server went down while this request was in flight: a restart loses the
+                    # connection (SeaweedFS, stopping, would answer 403 InvalidAccessKeyId instead).
+                    proxy.seen["lost"] += 1
+                    self.close_connection = True
+                    self.connection.close()
+                    return
                 self.send_response(response.status, response.reason)
                 for name, value in response.getheaders():
                     if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
@@ -114,6 +124,17 @@ class FaultProxy:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
+    @property
+    def down(self) -> bool:
+        return self._down
+
+    @down.setter
+    def down(self, value: bool) -> None:
+        with self.lock:
+            if value and not self._down:
+                self.epoch += 1
+            self._down = value
+
     def inject(self, kind: str, count: int = 1, delay: float = 0.0) -> None:
         assert kind in ("5xx", "slow", "drop"), kind
         with self.lock:
@@ -121,7 +142,7 @@ class FaultProxy:
 
     def _next_fault(self) -> tuple[str | None, float]:
         with self.lock:
-            if self.down:
+            if self._down:
                 self.seen["down"] += 1
                 return "down", 0.0
             kind, delay = self.faults.popleft() if self.faults else (None, 0.0)
