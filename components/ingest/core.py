@@ -41,6 +41,20 @@ class IngestResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+
+CREDENTIAL_PREFIXES = ("AWS_", "MLFLOW_")
+
+
+def credential_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(CREDENTIAL_PREFIXES)}
+
+
+def use_credentials(env: dict[str, str]) -> None:
+    """Pool initializer: exactly the caller's S3/MLflow variables, none left from an older caller."""
+    for key in [k for k in os.environ if k.startswith(CREDENTIAL_PREFIXES)]:
+        del os.environ[key]
+    os.environ.update(env)
+
 def split_of(record_id: str, validation: float, test: float) -> str:
     """Deterministic split from a stable hash of the id (not Python's salted hash())."""
     u = int.from_bytes(hashlib.sha256(record_id.encode()).digest()[:8], "big") / 2**64
@@ -73,7 +87,9 @@ def parse_sources(cfg: MixtuneConfig, store: Store) -> tuple[list[pa.Table], dic
     if len(plan) > 1 and _workers(cfg, len(plan)) > 1:
         # forkserver: workers start clean (no inherited MLflow/boto3 threads) and share one import.
         ctx = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(_workers(cfg, len(plan)), mp_context=ctx) as pool:
+        # The forkserver keeps the environment of its first use; credentials come from this call's.
+        with ProcessPoolExecutor(_workers(cfg, len(plan)), mp_context=ctx, initializer=use_credentials,
+                                 initargs=(credential_env(),)) as pool:
             cfg_json = cfg.model_dump_json()
             futures = [pool.submit(process_object_json, cfg_json, s.model_dump_json(), o.name) for s, _, o in plan]
             results = [f.result() for f in futures]
