@@ -60,10 +60,13 @@ def _chats(n: int) -> bytes:
         {"role": "assistant", "content": f"I am sorry, I will check parcel {i}."}]}) + "\n" for i in range(n)).encode()
 
 
-def test_ingest_survives_a_server_restart_mid_step(tmp_path, tiny_config, record, monkeypatch):
+def test_ingest_survives_a_server_restart_mid_step(tmp_path, tiny_config, record, monkeypatch, s3_server):
     """The step runs against its own server through the proxy; the server is stopped and started
     again (same data, new ports) while the step is reading and writing."""
-    server = LocalS3(tmp_path / "s3").start()
+    server = LocalS3(tmp_path / "s3")
+    # The session server's keys: MLflow's S3 client in this process caches the first keys it saw.
+    server.access_key, server.secret_key = s3_server.access_key, s3_server.secret_key
+    server.start()
     try:
         server.create_bucket("faults")
         for key, value in server.env().items():
