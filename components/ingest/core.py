@@ -41,7 +41,6 @@ class IngestResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-
 CREDENTIAL_PREFIXES = ("AWS_", "MLFLOW_")
 
 
@@ -54,6 +53,7 @@ def use_credentials(env: dict[str, str]) -> None:
     for key in [k for k in os.environ if k.startswith(CREDENTIAL_PREFIXES)]:
         del os.environ[key]
     os.environ.update(env)
+
 
 def split_of(record_id: str, validation: float, test: float) -> str:
     """Deterministic split from a stable hash of the id (not Python's salted hash())."""
