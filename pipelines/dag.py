@@ -34,6 +34,8 @@ def build_pipeline(cfg: MixtuneConfig, scheduled: bool = False):
     register_op = register_c.build(cfg.images.cpu)
 
     def steps(config_json, pipeline_run, artifact_root):
+        # Every task gets the run id, so KFP's cache (keyed on all inputs) matches only within one run
+        # (a retry); across runs the train step reuses by content instead (components/common/reuse.py).
         common = dict(config_json=config_json, pipeline_run=pipeline_run, artifact_root=artifact_root)
         ingest = ingest_op(**common).set_display_name("ingest")
         # Its real input is the bucket's content, which KFP cannot see: new files must be read.

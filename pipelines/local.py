@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from components.common import tracking
 from components.common.config import MixtuneConfig
-from components.common.storage import Store, join
+from components.common.storage import Store, join, run_root
 from pipelines.embedded import LocalS3
 from pipelines.sample_data import broken_rows, generate, write_jsonl
 
@@ -102,7 +102,7 @@ def run_dag_locally(cfg: MixtuneConfig, workdir: str | Path, embedded_s3: bool, 
     with local_services(cfg, workdir, embedded_s3) as cfg:
         store = Store(cfg.storage)
         cfg = stage_sample(cfg, store, workdir)
-        artifact_root = join(store.root, "runs", pipeline_run)
+        artifact_root = run_root(cfg.storage, pipeline_run)
         # Logged through the client: entering and leaving the run would mark it FINISHED early.
         parent = tracking.parent_run_id(cfg, pipeline_run)
         client = MlflowClient()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from components.common.config import MixtuneConfig
-from components.common.storage import Store, join
+from components.common.storage import Store, join, run_root
 from components.ingest.catalog import SourceObject, list_objects
 from pipelines.dag import compile_pipeline
 
@@ -128,6 +128,7 @@ def _experiment_id(cfg: MixtuneConfig, client) -> str:
 
 def start_run(cfg: MixtuneConfig, client, run_name: str) -> str:
     """Compile the DAG and start one run; returns KFP's run id."""
+    run_root(cfg.storage, run_name)  # a name that cannot name the run's folder fails here, not in a step
     with tempfile.TemporaryDirectory() as tmp, kfp_errors(cfg):
         package = compile_pipeline(cfg, str(Path(tmp) / "mixtune.yaml"))
         result = client.create_run_from_pipeline_package(

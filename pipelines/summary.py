@@ -24,13 +24,18 @@ def collect_summary(cfg: MixtuneConfig, store: Store, artifact_root: str, pipeli
     example = read_rows(store, join(artifact_root, "evaluate", "predictions.parquet"))[0]
     tracking.setup(cfg)
     client = MlflowClient()
-    versions = [v for v in client.search_model_versions(f"name='{cfg.registry.model_name}'")
-                if v.tags.get(tracking.PIPELINE_TAG) == pipeline_run]
+    # The register step's own run says which version this pipeline run ended with: one it created,
+    # or (a rerun that reused its model) the one an earlier run registered.
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    steps = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.`{tracking.PIPELINE_TAG}` = '{pipeline_run}' and tags.`mixtune.step` = 'register'") if experiment else []
     registered = None
-    if versions:
-        v = client.get_model_version(cfg.registry.model_name, versions[0].version)
+    if steps and steps[0].data.tags.get("mixtune.model_version"):
+        tags = steps[0].data.tags
+        v = client.get_model_version(cfg.registry.model_name, tags["mixtune.model_version"])
         registered = {"name": cfg.registry.model_name, "version": str(v.version), "aliases": list(v.aliases),
-                      "decision": v.tags.get("mixtune.gate_reason", "")}
+                      "decision": tags.get("mixtune.gate_reason", ""), "new": tags.get("mixtune.reused") != "true"}
     return {
         "pipeline_run": pipeline_run,
         "artifact_root": artifact_root,

@@ -233,6 +233,8 @@ class TrainConfig(_Strict):
     checkpoint_uri: str | None = Field(default=None, description="s3:// prefix for checkpoints; None = "
                                        "<artifact_root>/train/checkpoints (a rerun of the same pipeline run resumes)")
     resume: bool = Field(default=True, description="resume from the latest complete checkpoint when there is one")
+    reuse: bool = Field(default=True, description="reuse the model an earlier run trained from the same shards, "
+                        "config and code instead of training again (components/common/reuse.py)")
     loader: LoaderConfig = LoaderConfig()
     lora: LoraConfig = LoraConfig()
     launcher: Literal["local", "trainjob", "pytorchjob"] = Field(
@@ -325,8 +327,8 @@ class StorageConfig(_Strict):
     @classmethod
     def _prefix(cls, v: str) -> str:
         v = v.strip("/")
-        if ".." in v.split("/"):
-            raise ValueError("prefix must not contain '..'")
+        if any(p in (".", "..", "") or "\\" in p for p in v.split("/")) and v:
+            raise ValueError(f"prefix {v!r} must be key segments joined by '/', without '.', '..', '//' or '\\'")
         return v
 
 

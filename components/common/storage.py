@@ -6,6 +6,7 @@ endpoint comes from the config so the same code talks to AWS, MinIO or the embed
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -42,14 +43,16 @@ class S3Uri:
 
 
 def join(base: str, *parts: str) -> str:
-    """Join key parts under base; a part that would climb out of base is refused."""
+    """Join key parts under base. Empty segments ("a//b", a trailing "/", an empty prefix) are dropped;
+    a part that would climb out of base (".."), name base itself (".", "/") or that holds a backslash
+    or NUL is refused: a name taken from input stays under base or is not used at all."""
     out = base.rstrip("/")
     for part in parts:
-        for piece in str(part).split("/"):
-            if piece in ("", "."):
-                continue
-            if piece == ".." or "\\" in piece or "\x00" in piece:
-                raise ValueError(f"unsafe key part {part!r} under {base!r}")
+        pieces = [p for p in str(part).split("/") if p]
+        if (str(part) and not pieces) or any(p in (".", "..") or "\\" in p or "\x00" in p for p in pieces):
+            raise ValueError(f"unsafe key part {part!r} under {base!r}: '.', '..', '/', backslash and NUL "
+                             "cannot name an object key")
+        for piece in pieces:
             out += "/" + piece
     return out
 
@@ -188,13 +191,16 @@ class Store:
         return local_dir
 
 
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # KFP run ids (UUIDs) and mixtune's own names
+
 def run_root(cfg: StorageConfig, pipeline_run: str, artifact_root: str = "") -> str:
     """Where a pipeline run's artifacts live: artifact_root when given, else <bucket>/<prefix>/runs/<run>
     (what a scheduled KFP run uses: its name is only known inside the run)."""
     if artifact_root:
         return artifact_root
-    if not pipeline_run or "/" in pipeline_run or pipeline_run in (".", ".."):
-        raise ValueError(f"pipeline run name {pipeline_run!r} cannot name an artifact folder")
+    if not RUN_NAME.fullmatch(pipeline_run or ""):
+        raise ValueError(f"pipeline run name {pipeline_run!r} cannot name an artifact folder: use letters, digits, "
+                         "'.', '_' and '-' (at most 128), starting with a letter or digit")
     return join(f"s3://{cfg.bucket}", cfg.prefix, "runs", pipeline_run)
 
 

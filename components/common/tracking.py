@@ -42,6 +42,8 @@ def setup(cfg: MixtuneConfig) -> str:
 
 def parent_run_id(cfg: MixtuneConfig, pipeline_run: str) -> str:
     """The parent run of this pipeline run, created on first use."""
+    if "'" in pipeline_run or "\\" in pipeline_run:  # it goes inside a quoted MLflow filter string
+        raise ValueError(f"pipeline run name {pipeline_run!r} must not contain quotes or backslashes")
     exp_id = setup(cfg)
     client = MlflowClient()
     found = client.search_runs(
@@ -70,7 +72,10 @@ def step_run(cfg: MixtuneConfig, pipeline_run: str, step: str):
         except BaseException:
             # On a cluster nothing else ends the parent run: a failed step marks it FAILED (a retry
             # that gets through, and the last step, mark it FINISHED again).
-            MlflowClient().set_terminated(parent, status="FAILED")
+            try:
+                MlflowClient().set_terminated(parent, status="FAILED")
+            except mlflow.exceptions.MlflowException:
+                pass  # MLflow itself is down: the step's own error is the one to show
             raise
 
 

@@ -121,6 +121,7 @@ def run_evaluate(
     settings = GenerationSettings(ev.batch_size, ev.num_beams, ev.max_new_tokens, cfg.model.max_source_length)
     texts = [r["inputs"] for r in rows]
     eval_uri = join(artifact_root, "evaluate")
+    store.delete(join(eval_uri, "metrics.json"))  # a retry unpublishes first: metrics.json is written last
 
     with step_run(cfg, pipeline_run, "evaluate") as run, tempfile.TemporaryDirectory() as tmp:
         champion = find_champion(cfg, Path(tmp))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from components.common.config import MixtuneConfig, SourceConfig
 from components.common.storage import Store, join
+from components.ingest.readers import UnreadableFileError
 
 PARSER_VERSION = "3"  # bump when parsing, redaction or dedup keys change meaning
 
@@ -47,6 +48,12 @@ def list_objects(spec: SourceConfig, store: Store) -> list[SourceObject]:
             raise FileNotFoundError(f"source {spec.path!r}: no readable file matches")
         objects = []
         for f in files:
+            if not str(f).isascii():
+                try:  # a name with bytes that are not UTF-8 cannot be stored as the rows' `file`
+                    str(f).encode("utf-8")
+                except UnicodeEncodeError:
+                    shown = str(f).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                    raise UnreadableFileError(f"{shown}: the file name is not valid UTF-8; rename the file") from None
             st = f.stat()
             objects.append(SourceObject(str(f), st.st_size, f"{st.st_size}-{st.st_mtime_ns}"))
     if spec.format == "codexglue_java_cs":
@@ -123,5 +130,8 @@ class Catalog:
         self.entries[obj.name] = {**asdict(obj), "part": part, "counts": counts}
 
     def save(self) -> None:
-        # Written after the parts it points to, so an interrupted run leaves no dangling entry.
+        # Written after the parts it points to, so an interrupted run leaves no dangling entry. It is a
+        # cache shared by runs: merge what a concurrent run saved meanwhile (a lost entry costs a reparse).
+        if self.store.exists(self.uri):
+            self.entries = {**self.store.get_json(self.uri)["objects"], **self.entries}
         self.store.put_json(self.uri, {"fingerprint": self.fingerprint, "objects": self.entries})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import multiprocessing
 import os
 import time
@@ -98,7 +99,7 @@ def parse_sources(cfg: MixtuneConfig, store: Store) -> tuple[list[pa.Table], dic
     tables, counts = [], {}
     for (spec, catalog, obj), (data, c) in zip(plan, results):
         uri = part_uri(store, catalog.fingerprint, obj)
-        store.put_bytes(uri, data)
+        store.put_if_absent(uri, data)  # content-addressed and shared: an existing part has these bytes
         catalog.record(obj, uri, c)
         tables.append(pq.read_table(io.BytesIO(data)))
         counts[obj.name] = c
@@ -168,16 +169,18 @@ def write_dataset(cfg: MixtuneConfig, artifact_root: str, store: Store) -> Inges
     version = dataset_version(records)
     out = join(store.root, "datasets", version)
     split_rows = {s: sum(1 for r in records if r["split"] == s) for s in SPLITS}
-    if not store.exists(join(out, "manifest.json")):  # immutable: an existing version is never rewritten
+    if not store.exists(join(out, "manifest.json")):
+        # Immutable and shared by every run that reads the same rows: conditional puts, so two runs
+        # writing one version at once never replace each other's objects (the bytes are equal anyway).
         hashes = {}
         for split in SPLITS:
             data = table_bytes(pa.Table.from_pylist([r for r in records if r["split"] == split], schema=RECORD_SCHEMA))
-            store.put_bytes(join(out, f"{split}.parquet"), data)
+            store.put_if_absent(join(out, f"{split}.parquet"), data)
             hashes[split] = hashlib.sha256(data).hexdigest()
-        store.put_json(join(out, "manifest.json"), {  # last: readers wait for it
+        store.put_if_absent(join(out, "manifest.json"), json.dumps({  # last: readers wait for it
             "dataset_version": version, "split_rows": split_rows, "sha256": hashes,
             "sources": [s.model_dump(mode="json") for s in cfg.data.sources],
-            "objects": sorted(files["read"] + files["reused"])})
+            "objects": sorted(files["read"] + files["reused"])}, indent=2, sort_keys=True).encode())
     cpu = Counter()  # CPU seconds per stage inside the parse workers, over the files read this run
     for name in files["read"]:
         cpu.update({f"cpu_{k[8:]}": v for k, v in files["per_file"][name].items() if k.startswith("seconds_")})
@@ -185,6 +188,7 @@ def write_dataset(cfg: MixtuneConfig, artifact_root: str, store: Store) -> Inges
     for c in files["per_file"].values():
         pii.update({k[4:]: v for k, v in c.items() if k.startswith("pii_")})
     report = join(artifact_root, "ingest")
+    store.delete(join(report, "report.json"))  # a retry unpublishes first: report.json is written last
     store.put_bytes(join(report, "quarantine.parquet"),
                     table_bytes(pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA)))
     reasons = Counter(q["reason"].split(":")[0] for q in quarantine)

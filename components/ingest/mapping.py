@@ -97,8 +97,11 @@ def html_to_text(s: str) -> str:
     if "<" not in s:
         return html.unescape(s) if "&" in s else s
     p = _HtmlText()
-    p.feed(s)
-    p.close()
+    try:
+        p.feed(s)
+        p.close()
+    except AssertionError as e:  # html.parser's way of refusing markup, e.g. an unknown '<![x' section
+        raise RowError(f"bad value: HTML the parser cannot read ({str(e)[:60]})") from None
     return "".join(p.parts)
 
 
@@ -255,7 +258,8 @@ class Mapper:
                 raise RowError(f"empty field: {name!r} is an empty list (path {path})")
             return items
         if name in NUMBER_FIELDS and isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(int(value)) if float(value).is_integer() else str(value)
+            # an int as written (float() overflows past 1e308); a float without a trailing ".0"
+            value = str(value) if isinstance(value, int) else str(int(value)) if value.is_integer() else str(value)
         if not isinstance(value, str):
             raise RowError(f"wrong type: {name!r} is a {_kind(value)}, expected text (path {path})")
         value = value.strip()
@@ -277,6 +281,11 @@ class Mapper:
             raise RowError(f"oversized field: {name!r} has {len(value)} chars, over {cap}")
         if "\x00" in value:
             raise RowError(f"binary data: {name!r} contains NUL bytes")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:  # a "\ud800"-style JSON escape: half a character, not text
+                raise RowError(f"not UTF-8: {name!r} has a lone surrogate \\u{ord(value[e.start]):04x}") from None
         return value
 
 

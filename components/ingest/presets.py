@@ -74,7 +74,7 @@ def _ibm_turns(row: dict) -> dict:
         turns.append({"role": re.sub(r"\d+$", "", role), "content": msg.get("message"), "id": msg.get("tweet_ID")})
     final = row.get("agentURL")
     if isinstance(final, dict) and isinstance(final.get("url_utterance"), str):
-        if final.get("tweet_ID") is None or final.get("tweet_ID") not in {t["id"] for t in turns}:
+        if final.get("tweet_ID") is None or final.get("tweet_ID") not in [t["id"] for t in turns]:  # ids may be unhashable
             turns.append({"role": "agent", "content": final["url_utterance"], "id": final.get("tweet_ID")})
     row["turns"] = turns
     return row

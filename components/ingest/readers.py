@@ -49,6 +49,19 @@ def _bom(name: str, data: bytes, encoding: str) -> tuple[bytes, str]:
         raise UnreadableFileError(f"{name}: unknown encoding {encoding!r} in the source config") from None
 
 
+def _json_limit(e: Exception) -> str:
+    """Why json.loads refused text that is valid JSON: too deep, or an integer over Python's digit limit."""
+    return "nested too deeply" if isinstance(e, RecursionError) else str(e).split(";")[0]
+
+
+def safe_text(text: str) -> str:
+    """Text with lone surrogates (undecodable bytes, half-character escapes) replaced: storable as UTF-8."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
 def _split(text: str) -> list[str]:
     return [t[:-1] if t.endswith("\r") else t for t in text.split("\n")]
 
@@ -106,6 +119,8 @@ def read_jsonl(name: str, data: bytes, encoding: str, limits: DataConfig) -> lis
                 row = json.loads(text)
             except json.JSONDecodeError as e:
                 err = f"invalid JSON: {e.msg} (column {e.colno})"
+            except (ValueError, RecursionError) as e:  # valid JSON that Python will not hold
+                err = f"invalid JSON: {_json_limit(e)}"
         units.append(Unit(n, None, text, row, err))
     return units
 
@@ -125,6 +140,8 @@ def read_json(name: str, data: bytes, encoding: str, records_path: str | None, l
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise UnreadableFileError(f"{name}: not a JSON document: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except (ValueError, RecursionError) as e:
+        raise UnreadableFileError(f"{name}: not a JSON document Python can read: {_json_limit(e)}") from None
     items = doc if records_path is None else get_path(doc, compile_path(records_path))
     if items is MISSING:
         raise UnreadableFileError(f"{name}: records_path {records_path!r} is not in the document")
@@ -135,12 +152,15 @@ def read_json(name: str, data: bytes, encoding: str, records_path: str | None, l
     for i, el in enumerate(items):
         raw = json.dumps(el, ensure_ascii=False)
         err = None
-        if lossy:
-            try:
-                raw.encode("utf-8")
-            except UnicodeEncodeError as e:
-                err = f"not UTF-8: invalid byte 0x{ord(raw[e.start]) - 0xDC00:02x} at offset {e.start}"
-                raw = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError as e:  # an undecodable byte (lossy), or a \uD800-style escape
+            bad = ord(raw[e.start])
+            if lossy and 0xDC80 <= bad <= 0xDCFF:
+                err = f"not UTF-8: invalid byte 0x{bad - 0xDC00:02x} at offset {e.start}"
+            else:
+                err = f"not UTF-8: lone surrogate \\u{bad:04x} at offset {e.start} (half a character)"
+            raw = safe_text(raw)
         units.append(Unit(None, f"[{i}]", raw, el, err or row_problem(raw, limits)))
     return units
 
@@ -152,20 +172,30 @@ def read_csv(name: str, data: bytes, encoding: str, limits: DataConfig,
     texts = [t + "\n" for _, t, _ in lines]  # keep line ends: quoted fields may span lines
     errors = {n: e for n, _, e in lines if e}
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # oversized rows are ours to report
-    reader = csv.reader(texts, delimiter=delimiter, strict=True)  # strict: a stray quote is a bad row
+    # A lone CR inside a line is data; the csv module would end the field there and fail the record
+    # half-way, out of step with the lines of a quoted field that follows. It is parsed as a stand-in.
+    cr = next((c for c in "\ue000\ue001\ue002\ue003\ue004" if not any(c in t for t in texts)), None) \
+        if any("\r" in t for t in texts) else None
+    src = [t.replace("\r", cr) for t in texts] if cr else texts
+    reader = csv.reader(src, delimiter=delimiter, strict=True)  # strict: a stray quote is a bad row
     header: list[str] | None = None
     units: list[Unit] = []
-    done = 0  # physical lines consumed so far
+    done = base = 0  # physical lines consumed so far; lines before the current reader
     while True:
         try:
             rec = next(reader)
             problem = None
+            if cr:
+                rec = [c.replace(cr, "\r") for c in rec]
         except StopIteration:
             break
         except csv.Error as e:
             why = "a quote is never closed" if "end of data" in str(e) else str(e)
             rec, problem = None, f"bad row: {why}"
-        start, done = done + 1, reader.line_num
+            end = _record_end(src, done, delimiter)  # resume after the whole bad record, not inside it
+            if end > base + reader.line_num:
+                base, reader = end, csv.reader(_from(src, end), delimiter=delimiter, strict=True)
+        start, done = done + 1, base + reader.line_num
         while start < done and not texts[start - 1].strip():
             start += 1
         if rec is not None and (not rec or (len(rec) == 1 and not rec[0].strip())):
@@ -182,6 +212,21 @@ def read_csv(name: str, data: bytes, encoding: str, limits: DataConfig,
     if header is None:
         raise UnreadableFileError(f"{name}: no header row (the file is empty)")
     return header, units
+
+
+def _from(lines: list[str], first: int):
+    return (lines[i] for i in range(first, len(lines)))  # not a slice: no copy per bad row
+
+
+def _record_end(src: list[str], first: int, delimiter: str) -> int:
+    """The line after the record starting at src[first], read leniently (a stray quote taken as text)."""
+    lenient = csv.reader(_from(src, first), delimiter=delimiter)
+    try:
+        while not next(lenient):  # blank lines before the record
+            pass
+    except (csv.Error, StopIteration):
+        return 0
+    return first + lenient.line_num
 
 
 def read_parquet(name: str, data: bytes, limits: DataConfig) -> list[Unit]:

@@ -23,6 +23,12 @@ from components.common.registry import CHALLENGER, CHAMPION, EVAL_URI_TAG, REPLA
 from components.common.storage import Store, join, require_complete
 from components.common.tracking import MODEL_URI_TAG, PIPELINE_TAG, finish_parent, step_run
 
+REGISTERED_TAG = "mixtune.registered"  # "complete" once every alias this step moves has moved
+
+
+class RegistryUnavailableError(RuntimeError):
+    """MLflow could not be reached while registering."""
+
 
 @dataclass
 class RegisterResult:
@@ -94,12 +100,26 @@ def version_tags(metrics: dict, pipeline_run: str, train_run_id: str, decision: 
     return tags
 
 
-def existing_version(client: MlflowClient, name: str, model_uri: str, pipeline_run: str):
-    """The version a previous attempt of this same step created, so a retry does not duplicate it."""
+def existing_version(client: MlflowClient, name: str, model_uri: str):
+    """The version already registered for this model: by a previous attempt of this step (a retry),
+    or by an earlier pipeline run whose trained model this run reused (components/common/reuse.py)."""
     for mv in client.search_model_versions(f"name = '{name}'"):
-        if mv.source == model_uri and mv.tags.get(PIPELINE_TAG) == pipeline_run:
+        if mv.source == model_uri:
             return mv
     return None
+
+
+def unchanged(client: MlflowClient, name: str, mv, previous: str | None, register_run: str) -> RegisterResult:
+    """An earlier run registered this very model and finished: register nothing, move no alias."""
+    version = str(mv.version)
+    reason = (f"nothing new: this model is already v{version}, registered by pipeline run "
+              f"{mv.tags.get(PIPELINE_TAG)} (this run reused its trained model)")
+    aliases = [a for a, v in ((CHALLENGER, alias_version(client, name, CHALLENGER)), (CHAMPION, previous))
+               if v == version]
+    mlflow.log_params({"model_name": name, "version": version, "model_uri": mv.source, "previous_champion": previous})
+    mlflow.log_metrics({"promoted": 0.0})
+    mlflow.set_tags({"mixtune.gate_reason": reason, "mixtune.model_version": version, "mixtune.reused": "true"})
+    return RegisterResult(name, version, aliases, False, reason, previous, register_run, dict(mv.tags))
 
 
 def run_register(
@@ -113,43 +133,63 @@ def run_register(
     if metrics.get("schema") != 2:
         raise ValueError(f"{eval_uri}/metrics.json is schema {metrics.get('schema')!r}, register reads schema 2: "
                          "re-run evaluate with this version of mixtune")
+
+    try:
+        with step_run(cfg, pipeline_run, "register") as run:
+            result = _register(cfg, metrics, model_uri, eval_uri, train_run_id, pipeline_run, run.info.run_id)
+        finish_parent(cfg, pipeline_run)  # the last step: on a cluster nothing else ends the pipeline's run
+    except MlflowException as e:
+        if "API request to" not in str(e):  # not a transport failure: MLflow's own message is clear
+            raise
+        raise RegistryUnavailableError(
+            f"register: the MLflow server at {cfg.tracking.uri} (tracking.uri) did not answer after retries, "
+            f"so {model_uri} may be registered without its aliases (the champion alias moves last: it points "
+            f"either at the old champion or at this version with every check done). "
+            f"Rerun this step when MLflow is back: it completes the same version, never a second one. "
+            f"Cause: {str(e)[:300]}") from e
+    return result
+
+
+def _register(cfg: MixtuneConfig, metrics: dict, model_uri: str, eval_uri: str, train_run_id: str,
+              pipeline_run: str, register_run: str) -> RegisterResult:
     name = cfg.registry.model_name
+    client = MlflowClient()
+    ensure_registered_model(client, name)
+    previous = alias_version(client, name, CHAMPION)
+    retry = existing_version(client, name, model_uri)
+    if (retry is not None and retry.tags.get(REGISTERED_TAG) == "complete"
+            and retry.tags.get(PIPELINE_TAG) != pipeline_run):
+        return unchanged(client, name, retry, previous, register_run)
+    if retry is not None and previous == str(retry.version):
+        decision = Decision(True, "already champion (retry of this step)")
+    else:
+        decision = decide(cfg.registry.gate, metrics, previous)
+    tags = version_tags(metrics, pipeline_run, train_run_id, decision, register_run, eval_uri,
+                        dataset_versions(client, train_run_id, metrics))
+    if retry is None:
+        mv = client.create_model_version(name, source=model_uri, run_id=train_run_id or None, tags=tags)
+    else:
+        mv = retry
+        for k, v in tags.items():
+            client.set_model_version_tag(name, mv.version, k, v)
+    version = str(mv.version)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    if decision.promote and alias_version(client, name, CHAMPION) != previous:
+        # Moved between our read and now: the gate's comparison no longer holds.
+        decision = Decision(False, f"keep: champion alias moved during registration (was v{previous})")
+        tags.update(gate_tags(decision))
+        for k, v in gate_tags(decision).items():
+            client.set_model_version_tag(name, version, k, v)
+    if decision.promote and previous != version:
+        client.set_model_version_tag(name, version, REPLACED_TAG, previous or "none")
+        client.set_registered_model_alias(name, CHAMPION, version)  # last: all checks are done
+    aliases = [CHALLENGER] + ([CHAMPION] if alias_version(client, name, CHAMPION) == version else [])
+    client.set_model_version_tag(name, version, REGISTERED_TAG, "complete")  # a rerun now changes nothing
 
-    with step_run(cfg, pipeline_run, "register") as run:
-        client = MlflowClient()
-        ensure_registered_model(client, name)
-        previous = alias_version(client, name, CHAMPION)
-        retry = existing_version(client, name, model_uri, pipeline_run)
-        if retry is not None and previous == str(retry.version):
-            decision = Decision(True, "already champion (retry of this step)")
-        else:
-            decision = decide(cfg.registry.gate, metrics, previous)
-        tags = version_tags(metrics, pipeline_run, train_run_id, decision, run.info.run_id, eval_uri,
-                            dataset_versions(client, train_run_id, metrics))
-        if retry is None:
-            mv = client.create_model_version(name, source=model_uri, run_id=train_run_id or None, tags=tags)
-        else:
-            mv = retry
-            for k, v in tags.items():
-                client.set_model_version_tag(name, mv.version, k, v)
-        version = str(mv.version)
-        client.set_registered_model_alias(name, CHALLENGER, version)
-        if decision.promote and alias_version(client, name, CHAMPION) != previous:
-            # Moved between our read and now: the gate's comparison no longer holds.
-            decision = Decision(False, f"keep: champion alias moved during registration (was v{previous})")
-            tags.update(gate_tags(decision))
-            for k, v in gate_tags(decision).items():
-                client.set_model_version_tag(name, version, k, v)
-        if decision.promote and previous != version:
-            client.set_model_version_tag(name, version, REPLACED_TAG, previous or "none")
-            client.set_registered_model_alias(name, CHAMPION, version)  # last: all checks are done
-        aliases = [CHALLENGER] + ([CHAMPION] if alias_version(client, name, CHAMPION) == version else [])
-
-        gate = cfg.registry.gate
-        mlflow.log_params({"model_name": name, "version": version, "primary": tags["mixtune.primary"],
-                           "min_improvement": gate.min_improvement, "max_drop": gate.max_drop,
-                           "model_uri": model_uri, "eval_uri": eval_uri, "previous_champion": previous})
-        mlflow.log_metrics({"promoted": float(decision.promote)})
-        mlflow.set_tags({"mixtune.gate_reason": decision.reason[:4900], "mixtune.model_version": version})
-    finish_parent(cfg, pipeline_run)  # the last step: on a cluster nothing else ends the pipeline's run
-    return RegisterResult(name, version, aliases, decision.promote, decision.reason, previous, run.info.run_id, tags)
+    gate = cfg.registry.gate
+    mlflow.log_params({"model_name": name, "version": version, "primary": tags["mixtune.primary"],
+                       "min_improvement": gate.min_improvement, "max_drop": gate.max_drop,
+                       "model_uri": model_uri, "eval_uri": eval_uri, "previous_champion": previous})
+    mlflow.log_metrics({"promoted": float(decision.promote)})
+    mlflow.set_tags({"mixtune.gate_reason": decision.reason[:4900], "mixtune.model_version": version})
+    return RegisterResult(name, version, aliases, decision.promote, decision.reason, previous, register_run, tags)

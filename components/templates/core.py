@@ -96,6 +96,7 @@ def run_templates(cfg: MixtuneConfig, records_uri: str, artifact_root: str, pipe
     replay = read_replay(store, replay_uri) if replay_uri else None
     old_manifest = store.get_json(join(replay_prefix(replay_uri), "manifest.json")) if replay_uri else {}
     out = join(artifact_root, "templates")
+    store.delete(join(out, "manifest.json"))  # a retry unpublishes first: the manifest is written last
     with step_run(cfg, pipeline_run, "templates"):
         start = time.perf_counter()
         records = {split: read_records(store, join(records_uri, f"{split}.parquet")) for split in SPLITS}

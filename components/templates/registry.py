@@ -136,7 +136,15 @@ def _template(task: str, raw, requires: list[str], has_options: bool, errors: li
     return Template(tid, task, kind, inputs, targets, skip_when)
 
 
+# No "__": a replay stream's folder is "replay__<task>" (components/shards/streams.py), so a task named
+# "replay__x" would share the folder of the stream replay/x.
+TASK_NAME = re.compile(r"(?=.{1,64}$)[A-Za-z0-9][A-Za-z0-9-]*(?:_[A-Za-z0-9-]+)*")
+
 def _task(name: str, raw, errors: list[str]) -> Task | None:
+    if not TASK_NAME.fullmatch(str(name)):
+        # Task names become shard folders and MLflow metric names: letters, digits, '_' and '-' only.
+        errors.append(f"task {name!r}: a task name is letters, digits, '-' and single '_' between them (at most 64)")
+        return None
     if not isinstance(raw, dict):
         errors.append(f"task {name!r}: must be a mapping with {sorted(TASK_KEYS)}")
         return None

@@ -6,19 +6,21 @@ config, MLflow params and inputs. `worker.py` runs in every rank and does the tr
 under torchrun or in a cluster through Kubeflow Trainer (train.launcher); rank 0 uploads the model.
 Outputs under `<artifact_root>/train/`: base_model/ (tiny base only), deepspeed_config.json,
 job.json, checkpoints/ (resumable, the latest `checkpoint_keep`), train_log.json, model/ (+ _COMPLETE),
-adapter/ (LoRA only).
+adapter/ (LoRA only). A run whose shards, config and code match an earlier finished run reuses
+that run's model instead of training (train.reuse; components/common/reuse.py).
 """
 from __future__ import annotations
 
 import json
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
 
 from components.common.config import MixtuneConfig, TrainConfig
+from components.common import reuse
 from components.common.hf import local_copy
 from components.common.storage import COMPLETE_MARKER, S3Uri, Store, join
 from components.common.tracking import step_run
@@ -176,6 +178,38 @@ def _log_inputs(cfg: MixtuneConfig, manifest: dict, shards_uri: str, device: str
     mlflow.log_dict(ds_config, "deepspeed_config.json")
 
 
+# Knobs that change where or how the job runs, never the weights it produces.
+NOT_IN_KEY = {"launcher", "kubernetes", "checkpoint_every", "checkpoint_keep", "checkpoint_uri", "resume", "reuse",
+              "log_every"}
+
+
+def train_key(cfg: MixtuneConfig, manifest: dict) -> str:
+    """What the weights depend on: the shards' bytes (by sha256, not where they are), the model and
+    train config, and the code (components/common/reuse.py)."""
+    shards = {name: sorted((s["stream"], s["sha256"], s["rows"]) for s in split["shards"])
+              for name, split in manifest["splits"].items()}
+    header = {k: v for k, v in manifest.items() if k not in ("splits", "tokenize", "tokenizer_uri")}
+    train = {k: v for k, v in cfg.train.model_dump(mode="json").items() if k not in NOT_IN_KEY}
+    return reuse.content_key("train", shards=shards, manifest=header, train=train,
+                             model=cfg.model.model_dump(mode="json"))
+
+
+def _still_complete(store: Store, outputs: dict) -> bool:
+    uris = [outputs["model_uri"]] + [outputs["base_model_uri"]] * outputs["base_model_uri"].startswith("s3://")
+    return all(store.exists(join(uri, COMPLETE_MARKER)) for uri in uris)
+
+
+def _reused(entry: dict, run_id: str) -> TrainResult:
+    """Tag this step's run with where the model came from; the dataset lineage is logged as usual."""
+    out = entry["outputs"]
+    mlflow.set_tags({"mixtune.reused": "true", "mixtune.reused_from_run": entry["pipeline_run"],
+                     "mixtune.reused_train_run_id": out["mlflow_run_id"], "mixtune.model_uri": out["model_uri"]})
+    fields = ("steps", "final_loss", "first_loss", "train_seconds", "tokens_seen", "tokens_per_second")
+    mlflow.log_metrics({k: out[k] for k in fields}, step=out["steps"])
+    return TrainResult(model_uri=out["model_uri"], base_model_uri=out["base_model_uri"], mlflow_run_id=run_id,
+                       **{k: out[k] for k in fields})
+
+
 def run_train(cfg: MixtuneConfig, shards_uri: str, artifact_root: str, pipeline_run: str) -> TrainResult:
     store = Store(cfg.storage)
     out = join(artifact_root, "train")
@@ -192,6 +226,12 @@ def run_train(cfg: MixtuneConfig, shards_uri: str, artifact_root: str, pipeline_
         work = Path(tmp)
         manifest = read_manifest(store, shards_uri)
         check_shards(store, manifest)
+        key = train_key(cfg, manifest)
+        mlflow.set_tag("mixtune.reuse_key", key)
+        hit = reuse.lookup(store, "train", key, lambda o: _still_complete(store, o)) if cfg.train.reuse else None
+        if hit is not None:
+            _log_inputs(cfg, manifest, shards_uri, device, ds_config)
+            return _reused(hit, run.info.run_id)
         tokenizer_dir = store.download_dir(manifest["tokenizer_uri"], work / "tokenizer")
         base_path, base_uri, architecture = prepare_base(cfg, manifest, store, tokenizer_dir, work, out)
         if architecture == "causal" and cfg.train.packing:
@@ -237,12 +277,15 @@ def run_train(cfg: MixtuneConfig, shards_uri: str, artifact_root: str, pipeline_
         if result.get("resumed_from_step") is not None:
             mlflow.set_tag("mixtune.resumed_from_step", str(result["resumed_from_step"]))
         mlflow.set_tag("mixtune.model_uri", join(out, "model"))
-        return TrainResult(
+        trained = TrainResult(
             model_uri=join(out, "model"), base_model_uri=base_uri, mlflow_run_id=run.info.run_id,
             steps=result["steps"], final_loss=result["final_loss"], first_loss=result["first_loss"],
             train_seconds=result["train_seconds"], tokens_seen=result["tokens_seen"],
             tokens_per_second=result["tokens_per_second"],
         )
+        if cfg.train.reuse:
+            reuse.publish(store, "train", key, asdict(trained), pipeline_run)
+        return trained
 
 
 def _run_in_cluster(cfg: MixtuneConfig, job_uri: str, pipeline_run: str) -> None:

@@ -82,11 +82,14 @@ def base_vocab_size(path_or_id: str) -> int:
 
 def load_model(path_or_id: str, architecture: str = "seq2seq"):
     """A seq2seq or causal checkpoint: a local save_pretrained dir or a hub id, in fp32 (DeepSpeed casts
-    for bf16)."""
+    for bf16). Safetensors weights only: a directory (or hub repository) with only pickled weights is refused."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+    from components.common.hf import require_safetensors
+
+    require_safetensors(path_or_id)
     auto = AutoModelForCausalLM if architecture == "causal" else AutoModelForSeq2SeqLM
-    return auto.from_pretrained(path_or_id, dtype=torch.float32)
+    return auto.from_pretrained(path_or_id, dtype=torch.float32, use_safetensors=True)
 
 
 def save_model(model, tokenizer, out_dir: str | Path, state_dict: dict | None = None) -> Path:

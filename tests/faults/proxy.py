@@ -7,11 +7,15 @@ SigV4 signatures still verify) to the upstream server, unless a queued fault tak
   "drop"  read the request, then close the connection without a response
 While `down` is set every request is answered by closing the connection, and so is any request
 that was in flight when the server went down, as in a restart; `upstream_port` may then be
-re-pointed to the restarted server.
+re-pointed to the restarted server. `down_on(text)` takes the server down at the first request whose
+path contains `text` (an outage at a chosen point of a step). Every request's method and path is
+kept in `requests` with whether it was conditional (If-None-Match), to see which keys a client
+read and wrote and how; a DeleteObjects request adds one DELETE per key it names. It proxies any HTTP server: S3 or MLflow.
 """
 from __future__ import annotations
 
 import http.client
+import re
 import threading
 import time
 from collections import Counter, deque
@@ -46,6 +50,8 @@ class FaultProxy:
         self.epoch = 0  # bumped whenever the server goes down: in-flight responses are then lost
         self.seen: Counter = Counter()  # "forwarded", "5xx", "slow", "drop", "down", "lost"
         self.lock = threading.Lock()
+        self.requests: list[tuple[str, str, bool]] = []
+        self.down_trigger: str | None = None
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -61,7 +67,12 @@ class FaultProxy:
 
             def _handle(self):
                 body = self._body()
-                kind, delay = proxy._next_fault()
+                kind, delay = proxy._next_fault(self.command, self.path, "If-None-Match" in self.headers)
+                if self.command == "POST" and "delete" in self.path.split("?")[-1]:  # DeleteObjects: keys in the body
+                    bucket = self.path.split("?")[0].rstrip("/")
+                    with proxy.lock:
+                        proxy.requests += [("DELETE", f"{bucket}/{k.decode()}", False)
+                                           for k in re.findall(rb"<Key>(.*?)</Key>", body)]
                 if kind == "down":
                     self.close_connection = True
                     self.connection.close()
@@ -140,8 +151,16 @@ class FaultProxy:
         with self.lock:
             self.faults.extend([(kind, delay)] * count)
 
-    def _next_fault(self) -> tuple[str | None, float]:
+    def down_on(self, text: str) -> None:
+        self.down_trigger = text
+
+    def _next_fault(self, method: str, path: str, conditional: bool) -> tuple[str | None, float]:
         with self.lock:
+            self.requests.append((method, path, conditional))
+            if self.down_trigger and self.down_trigger in path:
+                self.down_trigger = None
+                self._down = True
+                self.epoch += 1
             if self._down:
                 self.seen["down"] += 1
                 return "down", 0.0

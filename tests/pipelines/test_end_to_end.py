@@ -5,15 +5,28 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from components.common.config import parse_config
+from components.common.storage import Store
+from pipelines.dag import compile_pipeline
 from pipelines.embedded import LocalS3
 from pipelines.local import run_local
+from tests.faults import secret_scan
 
 STEP_DIRS = ["ingest", "templates", "shards", "train", "evaluate"]
 
 
 @pytest.mark.slow
-def test_two_runs_end_to_end(tmp_path, monkeypatch):
+def test_two_runs_end_to_end(tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(tmp_path)
+    credentials = {}  # every S3 key pair the embedded server is started with (a new pair per start)
+    real_start = LocalS3.start
+
+    def start_and_remember(server, *args, **kwargs):
+        n = len(credentials) // 2
+        credentials[f"S3 access key #{n}"], credentials[f"S3 secret key #{n}"] = (
+            server.access_key, server.secret_key)
+        return real_start(server, *args, **kwargs)
+
+    monkeypatch.setattr(LocalS3, "start", start_and_remember)
     cfg = parse_config({
         "data": {"sample": {"conversations": 400}},
         # One task and 120 steps: inverse templates (write the chat from its summary) would take a
@@ -51,12 +64,40 @@ def test_two_runs_end_to_end(tmp_path, monkeypatch):
     assert sorted(r.data.tags["mixtune.step"] for r in steps) == sorted(STEP_DIRS + ["register"])
     assert all(r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for r in steps)
 
-    # A second run is scored against the first run's champion on the same test set.
+    # The same inputs again: the trained model is reused (content-keyed, components/common/reuse.py)
+    # and the registry gets nothing new.
+    again = run_local(cfg, tmp_path / "state")
+    train_runs = client.search_runs([exp.experiment_id], f"tags.`mixtune.pipeline_run` = '{again['pipeline_run']}' "
+                                    "and tags.`mixtune.step` = 'train'")
+    assert train_runs[0].data.tags["mixtune.reused"] == "true"
+    assert train_runs[0].data.tags["mixtune.reused_from_run"] == first["pipeline_run"]
+    assert again["registered"]["version"] == first["registered"]["version"] and not again["registered"]["new"]
+    assert again["registered"]["decision"].startswith("nothing new")
+    assert len(client.search_model_versions("name = 'mixtune-summarizer'")) == 1
+    assert "champion" in again["registered"]["aliases"]
+
+    # Another training config: a new model, scored against the first run's champion on the same test set.
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": 100})})
     second = run_local(cfg, tmp_path / "state")
     assert second["champion_version_evaluated"] == first["registered"]["version"]
     assert second["metrics"]["summarization"]["champion"] is not None
     # Promoted only if the gate said so, and the registry agrees with the report.
     assert ("champion" in second["registered"]["aliases"]) == second["evaluation"]["gate"]["promote"]
-    assert second["registered"]["version"] != first["registered"]["version"]
+    assert second["registered"]["version"] != first["registered"]["version"] and second["registered"]["new"]
     assert "challenger" in second["registered"]["aliases"]
     json.dumps(second, default=str)  # the summary is JSON-serialisable
+
+    # No credential anywhere the runs left something: logs, the work folder (kfp.local outputs, the
+    # MLflow database), every object in the bucket, MLflow runs and registry, the compiled pipeline.
+    logs = capfd.readouterr()
+    compiled = compile_pipeline(cfg, str(tmp_path / "mixtune.yaml"))
+    with LocalS3(tmp_path / "state" / "s3") as s3:
+        for key, value in {**s3.env(), "MLFLOW_S3_ENDPOINT_URL": s3.endpoint}.items():
+            monkeypatch.setenv(key, value)  # MLflow reads its S3 artifacts with these
+        found = (secret_scan.scan_text(logs.out + logs.err, credentials, "test output")
+                 + secret_scan.scan_file(compiled, credentials)
+                 + [f for d in (tmp_path / "state").iterdir() if d.name != "s3" for f in secret_scan.scan_tree(d, credentials)]
+                 + secret_scan.scan_store(Store(cfg.storage.model_copy(update={"endpoint_url": s3.endpoint})),
+                                          f"s3://{cfg.storage.bucket}", credentials)
+                 + secret_scan.scan_mlflow(second["tracking_uri"], credentials))
+    assert len(credentials) >= 6 and not found, "\n".join(map(str, found))

@@ -19,7 +19,7 @@ def weights(store: Store, model_uri: str, tmp: Path) -> dict:
 def test_lora_zero3_two_ranks_exports_merged_and_resumes_exactly(tiny_config, store, shards_uri, tmp_path):
     train = tiny_config.train.model_copy(update={
         "num_processes": 2, "zero_stage": 3, "max_steps": 12, "checkpoint_every": 4, "log_every": 4,
-        "micro_batch_size": 4, "learning_rate": 1e-2,
+        "micro_batch_size": 4, "learning_rate": 1e-2, "reuse": False,  # the rerun below must train, not reuse
         "lora": tiny_config.train.lora.model_copy(update={"enabled": True, "r": 4, "alpha": 8})})
     cfg = tiny_config.model_copy(update={"train": train})
     root = join(store.root, "runs", "lora")

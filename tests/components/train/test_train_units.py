@@ -93,3 +93,24 @@ def test_component_compiles(tmp_path):
     assert "mixtune/train-cuda:test" in text and "run_train" in text
     for output in ("model_uri", "base_model_uri", "mlflow_run_id", "metrics"):
         assert output in text
+
+
+def _manifest(sha: str = "a" * 64, where: str = "runs/one") -> dict:
+    shard = {"uri": f"s3://b/{where}/shards/train/s-0.parquet", "sha256": sha, "rows": 10, "stream": "sum"}
+    return {"dataset_version": "v1", "vocab_size": 600, "pad_token_id": 0, "eos_token_id": 1,
+            "tokenizer_uri": f"s3://b/{where}/shards/tokenizer", "tokenize": {"seconds": 1.0},
+            "splits": {"train": {"shards": [shard]}}}
+
+
+def test_train_key_follows_content_not_location_or_scheduling():
+    from components.common.config import parse_config
+    from components.train.core import train_key
+
+    cfg = parse_config({})
+    key = train_key(cfg, _manifest())
+    assert key == train_key(cfg, _manifest(where="runs/two"))  # same bytes elsewhere: same model
+    assert key != train_key(cfg, _manifest(sha="b" * 64))  # other bytes: train again
+    moved = cfg.model_copy(update={"train": cfg.train.model_copy(update={"checkpoint_every": 7, "reuse": False})})
+    assert key == train_key(moved, _manifest())  # where and how often it checkpoints: same weights
+    lr = cfg.model_copy(update={"train": cfg.train.model_copy(update={"learning_rate": 1e-2})})
+    assert key != train_key(lr, _manifest())
