@@ -8,7 +8,7 @@ from components.common.config import parse_config
 from components.common.storage import Store
 from pipelines.dag import compile_pipeline
 from pipelines.embedded import LocalS3
-from pipelines.local import run_local
+from pipelines.local import patched_environ, run_local
 from tests.faults import secret_scan
 
 STEP_DIRS = ["ingest", "templates", "shards", "train", "evaluate"]
@@ -91,9 +91,9 @@ def test_two_runs_end_to_end(tmp_path, monkeypatch, capfd):
     # MLflow database), every object in the bucket, MLflow runs and registry, the compiled pipeline.
     logs = capfd.readouterr()
     compiled = compile_pipeline(cfg, str(tmp_path / "mixtune.yaml"))
-    with LocalS3(tmp_path / "state" / "s3") as s3:
-        for key, value in {**s3.env(), "MLFLOW_S3_ENDPOINT_URL": s3.endpoint}.items():
-            monkeypatch.setenv(key, value)  # MLflow reads its S3 artifacts with these
+    with LocalS3(tmp_path / "state" / "s3") as s3, patched_environ({**s3.env(), "MLFLOW_S3_ENDPOINT_URL": s3.endpoint}):
+        # MLflow reads its S3 artifacts with these keys; patched_environ also drops boto3's default
+        # session on the way out, which would otherwise keep them for every later test.
         found = (secret_scan.scan_text(logs.out + logs.err, credentials, "test output")
                  + secret_scan.scan_file(compiled, credentials)
                  + [f for d in (tmp_path / "state").iterdir() if d.name != "s3" for f in secret_scan.scan_tree(d, credentials)]
