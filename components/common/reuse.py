@@ -7,7 +7,7 @@ what it actually reads: the content digests of its inputs, its config section an
 computes it. The first run to finish publishes `<root>/reuse/<step>/<key>.json` (a conditional put,
 so concurrent runs never overwrite each other); that index points at the publishing run's artifacts,
 which are never copied or rewritten. A later run with the same key reads them if they are still
-complete, else it does the work itself. KFP's own cache stays on for everything keyed on content.
+complete, else it does the work itself.
 """
 from __future__ import annotations
 

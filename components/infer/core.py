@@ -24,7 +24,7 @@ from components.common.config import MixtuneConfig
 from components.common.generation import GenerationSettings, generate
 from components.common.registry import ModelRef, resolve
 from components.common.schemas import SPLITS, read_records, table_bytes
-from components.common.storage import S3Uri, Store, join, require_complete
+from components.common.storage import Store, join, require_complete
 from components.common.tracking import step_run
 
 PLACEHOLDER = "{dialogue}"
@@ -132,8 +132,7 @@ def metric_key(reason: str) -> str:
 
 def clear_previous(store: Store, out: str) -> None:
     """A rerun of the step: remove the old manifest first, so no reader sees it next to new files."""
-    manifest = S3Uri.parse(join(out, "manifest.json"))
-    store.client.delete_object(Bucket=manifest.bucket, Key=manifest.key)
+    store.delete(join(out, "manifest.json"))
     store.delete_prefix(out)
 
 

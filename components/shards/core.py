@@ -26,7 +26,7 @@ from pathlib import Path
 
 from components.common.config import MixtuneConfig
 from components.common.schemas import SPLITS
-from components.common.storage import S3Uri, Store, join
+from components.common.storage import Store, join
 from components.common.tracking import step_run
 from components.shards.encode import make_pool, usable_cores
 from components.shards.manifest import manifest_header, merge_manifests
@@ -55,8 +55,7 @@ def shard_workers(cfg: MixtuneConfig, batches: int) -> int:
 def clear_previous(store: Store, out: str) -> None:
     """Empty a previous attempt's prefix: its manifest first, so a rerun never looks complete while it
     rewrites shards, then everything else, so a rerun that writes fewer shards leaves none behind."""
-    manifest = S3Uri.parse(join(out, "manifest.json"))
-    store.client.delete_object(Bucket=manifest.bucket, Key=manifest.key)
+    store.delete(join(out, "manifest.json"))
     store.delete_prefix(out)
 
 

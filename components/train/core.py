@@ -22,7 +22,7 @@ import mlflow
 from components.common.config import MixtuneConfig, TrainConfig
 from components.common import reuse
 from components.common.hf import local_copy
-from components.common.storage import COMPLETE_MARKER, S3Uri, Store, join
+from components.common.storage import COMPLETE_MARKER, Store, join
 from components.common.tracking import step_run
 from components.train import launch, model as model_lib
 from components.train.loader import ShardChecksumError
@@ -144,8 +144,7 @@ def prepare_base(cfg: MixtuneConfig, manifest: dict, store: Store, tokenizer_dir
 
 def _clear_complete(store: Store, model_uri: str) -> None:
     """Drop a previous attempt's marker first, so a rerun never looks finished while it uploads."""
-    marker = S3Uri.parse(join(model_uri, COMPLETE_MARKER))
-    store.client.delete_object(Bucket=marker.bucket, Key=marker.key)
+    store.delete(join(model_uri, COMPLETE_MARKER))
 
 
 def _flatten(prefix: str, obj: dict) -> dict[str, object]:
@@ -195,8 +194,8 @@ def train_key(cfg: MixtuneConfig, manifest: dict) -> str:
 
 
 def _still_complete(store: Store, outputs: dict) -> bool:
-    uris = [outputs["model_uri"]] + [outputs["base_model_uri"]] * outputs["base_model_uri"].startswith("s3://")
-    return all(store.exists(join(uri, COMPLETE_MARKER)) for uri in uris)
+    uris = [outputs["model_uri"], outputs["base_model_uri"]]
+    return all(store.exists(join(uri, COMPLETE_MARKER)) for uri in uris if uri.startswith("s3://"))  # not hub ids
 
 
 def _reused(entry: dict, run_id: str) -> TrainResult:
