@@ -11,7 +11,7 @@ MLflow registry under --workdir:
         give summarization DialogSum only: "dialogsum:" sorts before "sample:" and "tweetsumm:".)
   A     configs/forgetting.yaml, --steps steps: summarization (generated support chats + DialogSum),
         dialogue_topic (DialogSum), review_rating (Alexa reviews).
-  B1    TweetSumm only, model.base = A's model, --steps-b steps, no replay.
+  B1    TweetSumm only, model.base = models:/<name>/<A's version> (from the registry), --steps-b steps, no replay.
   B2    the same plus A's train examples replayed at --replay-ratio of the mixture.
 All three score on the frozen set (equal eval_set_sha256 is asserted). In B's evaluation the base model
 is A, so candidate - base is the forgetting measure; the champion is what the registry holds (A if its
@@ -240,14 +240,13 @@ def run_prep_and_a(args, config: Path, over: dict, store, work: Path, progress) 
 def run_b(stage: str, replay: str | None, args, config: Path, over: dict, state: dict, store, work: Path,
           progress) -> dict:
     """A retrained on TweetSumm, with or without replay of A's train examples: its run summary."""
-    from components.common.hf import local_copy
     from components.common.schemas import read_rows
     from components.common.storage import join
     from pipelines.local import run_local
 
-    # shards loads model.tokenizer / model.base with AutoTokenizer, which cannot read s3:// (see
-    # RESULTS.md): A's model is downloaded and its own tokenizer named by local path.
-    over = {**over["B"], "model.base": state["model_uri"], "model.tokenizer": local_copy(state["model_uri"], store)}
+    # Retrain A from the registry, as a team retrains its champion (A's version whether or not promoted).
+    name = stage_config(config, over["B"]).registry.model_name
+    over = {**over["B"], "model.base": f"models:/{name}/{state['version']}"}
     if replay:
         over |= {"templates.mixture.replay.examples_uri": replay, "templates.mixture.replay.ratio": args.replay_ratio}
     what = f"replay {args.replay_ratio:g} of A's mixture" if replay else "no replay"

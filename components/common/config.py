@@ -5,6 +5,7 @@ service-account roles, Kubernetes Secrets), so a config can be logged and compil
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -137,6 +138,18 @@ class TemplatesConfig(_Strict):
     mixture: MixtureConfig = MixtureConfig()
 
 
+MODELS_SCHEME = "models:/"
+_MODELS_URI = re.compile(r"models:/([A-Za-z0-9][A-Za-z0-9._-]*)(?:@([A-Za-z][A-Za-z0-9_-]*)|/([0-9]+))")
+
+
+def parse_models_uri(ref: str) -> tuple[str, str]:
+    """'models:/<name>@<alias>' or 'models:/<name>/<version>' -> (name, alias or version)."""
+    m = _MODELS_URI.fullmatch(ref)
+    if m is None:
+        raise ValueError(f"{ref!r}: a registered model is models:/<name>@<alias> or models:/<name>/<version>")
+    return m.group(1), m.group(2) or m.group(3)
+
+
 class TinyModelConfig(_Strict):
     """A small T5 built from a config (random init), for machines without hub access."""
 
@@ -150,7 +163,9 @@ class TinyModelConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    base: str = Field(default="tiny", description="'tiny', a Hugging Face id, or a local path")
+    base: str = Field(default="tiny", description="'tiny', a Hugging Face id, a local path, an s3:// prefix, or a "
+                      "registered model: models:/<name>@<alias> or models:/<name>/<version> (e.g. retrain the "
+                      "champion on new chat logs; the shards step pins the alias to a version for the whole run)")
     architecture: Literal["auto", "seq2seq", "causal"] = Field(
         default="auto", description="seq2seq (encoder-decoder, e.g. FLAN-T5) or causal (decoder-only: the prompt "
         "and the target in one sequence, loss on the target only). auto = the base model's config decides; "
@@ -159,6 +174,13 @@ class ModelConfig(_Strict):
     tiny: TinyModelConfig = TinyModelConfig()
     max_source_length: int = Field(default=384, ge=16)
     max_target_length: int = Field(default=96, ge=8)
+
+    @field_validator("base", "tokenizer")
+    @classmethod
+    def _registry_ref(cls, value: str | None) -> str | None:
+        if value and value.startswith(MODELS_SCHEME):
+            parse_models_uri(value)  # raises ValueError with the expected forms
+        return value
 
 
 class ShardsConfig(_Strict):

@@ -14,6 +14,7 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from components.common.config import MODELS_SCHEME, parse_models_uri
 from components.common.tracking import MODEL_URI_TAG
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -69,6 +70,19 @@ def resolve(name: str, alias_or_version: str, download_to: Path | None = None) -
             raise ValueError(f"{name} v{version}: source {uri!r} is not an s3:// prefix; give a download folder")
         uri = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(download_to / version))
     return ModelRef(name, str(mv.version), uri, dict(mv.tags))
+
+
+def pin_model_ref(ref: str, download_to: Path | None = None) -> dict:
+    """A model reference as one run uses it: {ref, uri, registered_model, version}. A models:/ reference is
+    resolved here, once (an alias can move while the run goes on); any other reference passes through."""
+    if not ref.startswith(MODELS_SCHEME):
+        return {"ref": ref, "uri": ref, "registered_model": None, "version": None}
+    name, which = parse_models_uri(ref)
+    found = resolve(name, which, download_to)
+    if found is None:
+        raise ValueError(f"{ref}: registered model {name!r} has no alias {which!r} (not registered yet, or never "
+                         "promoted): name a version, models:/<name>/<version>, or set it with `mixtune promote`")
+    return {"ref": ref, "uri": found.uri, "registered_model": name, "version": found.version}
 
 
 def git_commit() -> str:

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.common.config import MixtuneConfig
+from components.common.hf import cache_dir
+from components.common.registry import pin_model_ref
 from components.common.schemas import SPLITS
 from components.common.storage import Store, join
 from components.common.tracking import step_run
@@ -68,9 +70,12 @@ def prepare_tokenizer(cfg: MixtuneConfig, train_path: Callable[[], Path], out: s
     def texts() -> Iterator[list[str]]:
         yield from train_texts(train_path(), cfg.shards.batch_size)
 
-    tok = build_tokenizer(cfg, texts())
+    # Pinned once here: train and evaluate take the base from the manifest, so an alias such as
+    # models:/<name>@champion that moves while this run goes on cannot mix two versions in one model.
+    base = pin_model_ref(cfg.model.base, cache_dir() / "registry")
+    tok = build_tokenizer(cfg, texts(), base["uri"])
     tok.save_pretrained(tok_dir)
-    return manifest_header(cfg, upstream, tok, join(out, "tokenizer"))
+    return {**manifest_header(cfg, upstream, tok, join(out, "tokenizer")), "base_model": base}
 
 
 def write_shards(cfg: MixtuneConfig, examples_uri: str, artifact_root: str, store: Store) -> ShardsResult:
@@ -98,6 +103,9 @@ def log_shards(cfg: MixtuneConfig, m: dict) -> None:
     """The shards step's MLflow record (the same whether it ran as one task or fanned out)."""
     import mlflow
 
+    base = m["base_model"]
+    if base["version"]:
+        mlflow.set_tags({"mixtune.base_model": base["ref"], "mixtune.base_model_version": base["version"]})
     mlflow.log_params({"tokenizer": cfg.model.tokenizer or cfg.model.base, "vocab_size": m["vocab_size"],
                        "rows_per_shard": m["rows_per_shard"], "workers": m["tokenize"]["workers"],
                        "partitions": cfg.shards.partitions})

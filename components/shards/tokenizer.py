@@ -56,17 +56,21 @@ def train_unigram(texts: Iterable[str] | Iterable[list[str]], vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
-def build_tokenizer(cfg: MixtuneConfig, train_texts: Iterable[str] | Iterable[list[str]]):
-    """The named tokenizer, else the base model's (an s3:// base, e.g. an earlier run's model, is copied
-    down first), else for `tiny` one trained on the text."""
+def build_tokenizer(cfg: MixtuneConfig, train_texts: Iterable[str] | Iterable[list[str]], base_uri: str | None = None):
+    """The named tokenizer, else the base model's, else for `tiny` one trained on the text.
+
+    base_uri: where the base model is (models:/ already pinned by the caller); defaults to model.base.
+    An s3:// prefix (an earlier run's model) is copied down first; a models:/ tokenizer is resolved."""
     from transformers import AutoTokenizer
 
-    from components.common.hf import local_copy
+    from components.common.hf import cache_dir, local_copy
+    from components.common.registry import pin_model_ref
     from components.common.storage import Store
 
-    ref = cfg.model.tokenizer or (None if cfg.model.base == "tiny" else cfg.model.base)
+    ref = cfg.model.tokenizer or (None if cfg.model.base == "tiny" else (base_uri or cfg.model.base))
     if ref is None:
         return train_unigram(train_texts, cfg.model.tiny.vocab_size)
+    ref = pin_model_ref(ref, cache_dir() / "registry")["uri"]
     if ref.startswith("s3://"):
         ref = local_copy(ref, Store(cfg.storage))
     return AutoTokenizer.from_pretrained(ref)

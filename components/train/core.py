@@ -19,7 +19,7 @@ from pathlib import Path
 
 import mlflow
 
-from components.common.config import MixtuneConfig, TrainConfig
+from components.common.config import MODELS_SCHEME, MixtuneConfig, TrainConfig
 from components.common import reuse
 from components.common.hf import local_copy
 from components.common.storage import COMPLETE_MARKER, Store, join
@@ -119,15 +119,34 @@ def check_shards(store: Store, manifest: dict, split: str = "train") -> None:
                                      f"the manifest says {shard['etag']}); rerun the shards step")
 
 
+def pinned_base(cfg: MixtuneConfig, manifest: dict) -> dict:
+    """The base model as the shards step pinned it ({ref, uri, registered_model, version}): a models:/
+    alias is resolved once per run, so train and evaluate load the version the tokenizer came from."""
+    pinned = manifest.get("base_model")
+    if pinned is None:  # shards written before the base was pinned: only a reference that cannot move
+        if cfg.model.base.startswith(MODELS_SCHEME):
+            raise ValueError(f"{cfg.model.base}: the shards manifest does not say which version the shards step "
+                             "resolved; rerun the shards step")
+        return {"ref": cfg.model.base, "uri": cfg.model.base, "registered_model": None, "version": None}
+    if pinned["ref"] != cfg.model.base:
+        raise ValueError(f"model.base is {cfg.model.base!r} but the shards were tokenized for {pinned['ref']!r}; "
+                         "rerun the shards step with this config")
+    return pinned
+
+
 def prepare_base(cfg: MixtuneConfig, manifest: dict, store: Store, tokenizer_dir: Path,
                  work: Path, out: str) -> tuple[str, str, str]:
     """(local path or hub id the workers load, base_model_uri evaluation scores, architecture)."""
     if cfg.model.base != "tiny":
-        ref = local_copy(cfg.model.base, store)  # s3:// dirs are downloaded; hub ids and paths pass through
+        pinned = pinned_base(cfg, manifest)
+        if pinned["version"]:
+            mlflow.set_tags({"mixtune.base_model": pinned["ref"], "mixtune.base_model_version": pinned["version"]})
+        uri = pinned["uri"]
+        ref = local_copy(uri, store)  # s3:// dirs are downloaded; hub ids and paths pass through
         if model_lib.base_vocab_size(ref) < manifest["vocab_size"]:
             raise ValueError(f"base model {cfg.model.base} has fewer embeddings than the shards' tokenizer "
                              f"({manifest['vocab_size']} tokens)")
-        return ref, cfg.model.base, model_lib.resolve_architecture(cfg.model.architecture, ref)
+        return ref, uri, model_lib.resolve_architecture(cfg.model.architecture, ref)
     from transformers import AutoTokenizer
 
     architecture = model_lib.resolve_architecture(cfg.model.architecture, "tiny")

@@ -107,3 +107,31 @@ def test_an_s3_base_brings_its_own_tokenizer(shards_config, store, t5_tokenizer_
     tok = build_tokenizer(cfg, iter(()))
     assert tok("order 42 is late")["input_ids"] == AutoTokenizer.from_pretrained(t5_tokenizer_path)(
         "order 42 is late")["input_ids"]
+
+
+def test_a_registered_base_is_pinned_in_the_manifest(shards_config, store, t5_tokenizer_path, tmp_path, monkeypatch):
+    """model.base = models:/<name>@champion: the shards step resolves the alias once and records the version
+    and its files in the manifest header (train and evaluate use that, wherever the alias moves next)."""
+    from mlflow.tracking import MlflowClient
+    from transformers import AutoTokenizer
+
+    from components.common.tracking import MODEL_URI_TAG, setup
+    from components.shards.core import prepare_tokenizer
+
+    monkeypatch.setenv("MIXTUNE_CACHE", str(tmp_path / "cache"))
+    cfg = shards_config()
+    setup(cfg)
+    uri = join(store.root, "runs", "earlier", "train", "model")
+    store.upload_dir(t5_tokenizer_path, uri)
+    client = MlflowClient()
+    client.create_registered_model("summarizer")
+    client.create_model_version("summarizer", source=uri, tags={MODEL_URI_TAG: uri})
+    client.set_registered_model_alias("summarizer", "champion", "1")
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(
+        update={"base": "models:/summarizer@champion", "tokenizer": None})})
+    header = prepare_tokenizer(cfg, lambda: None, join(store.root, "out"), tmp_path / "tok",
+                               {"dataset_version": "v-test"})
+    assert header["base_model"] == {"ref": "models:/summarizer@champion", "uri": uri,
+                                    "registered_model": "summarizer", "version": "1"}
+    saved = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert saved("order 42")["input_ids"] == AutoTokenizer.from_pretrained(t5_tokenizer_path)("order 42")["input_ids"]

@@ -114,3 +114,24 @@ def test_train_key_follows_content_not_location_or_scheduling():
     assert key == train_key(moved, _manifest())  # where and how often it checkpoints: same weights
     lr = cfg.model_copy(update={"train": cfg.train.model_copy(update={"learning_rate": 1e-2})})
     assert key != train_key(lr, _manifest())
+
+
+def test_the_base_comes_from_the_version_the_shards_step_pinned():
+    """models:/<name>@champion is resolved once, by shards; train loads that version even if the alias moved,
+    and refuses shards tokenized for another base or written without the pin."""
+    from components.common.config import parse_config
+    from components.train.core import pinned_base, train_key
+
+    ref = "models:/summarizer@champion"
+    cfg = parse_config({"model": {"base": ref}})
+    pin = {"ref": ref, "uri": "s3://b/runs/r1/train/model", "registered_model": "summarizer", "version": "3"}
+    assert pinned_base(cfg, {**_manifest(), "base_model": pin}) == pin
+    with pytest.raises(ValueError, match="does not say which version the shards step resolved"):
+        pinned_base(cfg, _manifest())
+    with pytest.raises(ValueError, match="tokenized for 'models:/summarizer/2'"):
+        pinned_base(cfg, {**_manifest(), "base_model": {**pin, "ref": "models:/summarizer/2"}})
+    s3 = parse_config({"model": {"base": "s3://b/runs/r0/train/model"}})
+    assert pinned_base(s3, _manifest())["uri"] == "s3://b/runs/r0/train/model"  # older manifests, fixed refs
+    # The reuse key sees the version, not the alias: a moved champion trains again.
+    later = {**pin, "uri": "s3://b/runs/r2/train/model", "version": "4"}
+    assert train_key(cfg, {**_manifest(), "base_model": pin}) != train_key(cfg, {**_manifest(), "base_model": later})

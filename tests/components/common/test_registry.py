@@ -1,0 +1,46 @@
+"""models:/ references: the forms accepted, and pinning an alias to one version for a whole run."""
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from components.common.config import MixtuneConfig, parse_models_uri
+from components.common.registry import pin_model_ref
+from components.common.storage import join
+from components.common.tracking import MODEL_URI_TAG, setup
+
+
+def test_models_uri_forms():
+    assert parse_models_uri("models:/mixtune-summarizer@champion") == ("mixtune-summarizer", "champion")
+    assert parse_models_uri("models:/m.v2/12") == ("m.v2", "12")
+    for bad in ("models:/m", "models:/m@", "models:/m/", "models:/m/x1", "models:/@champion", "models:/m@1x",
+                "models:/a/b/3"):
+        with pytest.raises(ValueError, match="models:/<name>@<alias> or models:/<name>/<version>"):
+            parse_models_uri(bad)
+
+
+def test_config_refuses_a_malformed_registry_reference():
+    with pytest.raises(ValueError, match=r"(?s)model.base.*'models:/summarizer': a registered model is"):
+        MixtuneConfig.model_validate({"model": {"base": "models:/summarizer"}})
+    cfg = MixtuneConfig.model_validate({"model": {"base": "models:/summarizer@champion"}})
+    assert cfg.model.base == "models:/summarizer@champion"
+
+
+def test_pin_resolves_an_alias_to_one_version(tiny_config, store, tmp_path):
+    setup(tiny_config)
+    client, name = MlflowClient(), "pinned"
+    assert pin_model_ref("tiny") == {"ref": "tiny", "uri": "tiny", "registered_model": None, "version": None}
+    with pytest.raises(ValueError, match="'pinned' has no alias 'champion'"):
+        client.create_registered_model(name)
+        pin_model_ref(f"models:/{name}@champion")
+    uris = [join(store.root, "runs", r, "train", "model") for r in ("r1", "r2")]
+    for uri in uris:
+        client.create_model_version(name, source=uri, tags={MODEL_URI_TAG: uri})
+    client.set_registered_model_alias(name, "champion", "1")
+    pinned = pin_model_ref(f"models:/{name}@champion")
+    assert pinned == {"ref": f"models:/{name}@champion", "uri": uris[0], "registered_model": name, "version": "1"}
+    client.set_registered_model_alias(name, "champion", "2")
+    assert pin_model_ref(f"models:/{name}@champion")["uri"] == uris[1]  # a new run sees the moved alias
+    assert pin_model_ref(f"models:/{name}/1")["uri"] == uris[0]
+    with pytest.raises(ValueError, match="has no version 9"):
+        pin_model_ref(f"models:/{name}/9")
