@@ -2,16 +2,16 @@
 replay of that mixture, and report per-task and per-source deltas on one frozen evaluation set.
 
     python benchmarks/forgetting.py [--workdir .mixtune/forgetting] [--steps 600] [--steps-b 150]
-        [--examples 48] [--replay-ratio 0.5] [--seed 42] [--json out.json] [--keep]
+        [--examples 96] [--replay-ratio 0.8] [--lr-b 0.001] [--seed 42] [--json out.json] [--keep]
 
 Every stage is the real DAG (pipelines.local.run_local) against one embedded S3 server and one SQLite
 MLflow registry under --workdir:
   prep  ingest + templates (the step cores) of both data sets, to freeze the evaluation set: per task
-        and per source, the first --examples test examples by id. (First-N by id per task alone would
-        give summarization DialogSum only: "dialogsum:" sorts before "sample:" and "tweetsumm:".)
-  A     configs/forgetting.yaml, --steps steps: summarization (generated support chats + DialogSum),
-        dialogue_topic (DialogSum), review_rating (Alexa reviews).
-  B1    TweetSumm only, model.base = models:/<name>/<A's version> (from the registry), --steps-b steps, no replay.
+        and per source, the first --examples test examples by id (so every source of a task is scored).
+  A     configs/forgetting.yaml, --steps steps: summarization (generated support chats) and
+        review_rating (Alexa reviews).
+  B1    TweetSumm only, model.base = models:/<name>/<A's version> (from the registry), --steps-b steps at
+        --lr-b, no replay.
   B2    the same plus A's train examples replayed at --replay-ratio of the mixture.
 All three score on the frozen set (equal eval_set_sha256 is asserted). In B's evaluation the base model
 is A, so candidate - base is the forgetting measure; the champion is what the registry holds (A if its
@@ -314,8 +314,10 @@ def main() -> None:
     p.add_argument("--config", default="configs/forgetting.yaml", help="the stage-1 (multi-task) config")
     p.add_argument("--steps", type=int, default=600, help="stage A training steps")
     p.add_argument("--steps-b", type=int, default=150, help="stage B1/B2 training steps (the same for both)")
-    p.add_argument("--examples", type=int, default=48, help="frozen eval examples per task and source")
-    p.add_argument("--replay-ratio", type=float, default=0.5, help="B2: share of the mixture replayed from A")
+    p.add_argument("--examples", type=int, default=96, help="frozen eval examples per task and source")
+    p.add_argument("--replay-ratio", type=float, default=0.8, help="B2: share of the mixture replayed from A")
+    p.add_argument("--lr-b", type=float, default=0.001,
+                   help="stage B1/B2 learning rate: continued training from A takes smaller steps than A (0.005)")
     p.add_argument("--seed", type=int, default=42, help="train.seed of every stage")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--keep", action="store_true", help="reuse prep and stage A from --workdir when present")
@@ -359,6 +361,8 @@ def main() -> None:
         over = {"A": {**common, "train.max_steps": args.steps, "train.warmup_steps": max(1, args.steps // 10)},
                 "B": {**common, "train.max_steps": args.steps_b, "train.warmup_steps": max(1, args.steps_b // 10),
                       "templates.tasks": ["summarization"], "data.sources": [NEW_SOURCE]}}
+        if args.lr_b is not None:
+            over["B"]["train.learning_rate"] = args.lr_b
         if state is None:
             state = {"key": key, **run_prep_and_a(args, config, over, store, work, progress)}
             state_file.write_text(json.dumps(state, default=str))

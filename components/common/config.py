@@ -310,6 +310,11 @@ class GateConfig(_Strict):
     max_drop: float = Field(default=1.0, ge=0.0, description="largest allowed drop of any task's primary metric")
     max_drop_per_task: dict[str, float] = Field(default_factory=dict, description="task -> tolerance override")
     check_base: bool = Field(default=True, description="also refuse a candidate that drops below the base model")
+    check_sources: bool = Field(
+        default=True, description="a task fed by several sources (record id prefixes, e.g. the old chat logs and "
+        "the new ones) must also hold on each source, with the task's tolerance")
+    source_min_examples: int = Field(default=20, ge=1, description="a source with fewer scored examples is "
+                                     "reported but not gated (its mean is too noisy to hold to a tolerance)")
 
 
 class RegistryConfig(_Strict):

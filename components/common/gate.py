@@ -5,7 +5,8 @@ Two questions, both answered from numbers measured in one evaluate run on one fr
      (candidate - baseline) must lie above `min_improvement`; the baseline is the champion, or the
      base model before the first promotion.
   2. Did anything get worse? No scored task's primary metric may drop by more than its tolerance
-     against the champion, nor (with `check_base`) against the base model: that is forgetting.
+     against the champion, nor (with `check_base`) against the base model: that is forgetting. With
+     `check_sources`, each source of a task fed by several (old chat logs, new ones) is held alike.
 Evaluate runs it to show the verdict in its report; register runs it again against the champion
 alias as it is at registration time; `mixtune promote` runs it for an older version.
 """
@@ -69,19 +70,28 @@ def evaluate_gate(gate: GateConfig, metrics: dict) -> Decision:
         against.append(("base", "base model"))
     for name, task in sorted(tasks.items()):
         tolerance = gate.max_drop_per_task.get(name, gate.max_drop)
-        for role, label in against:
-            d = task["delta"].get(role)
-            if d is None:
-                continue
-            gain = _gain(task, d, "mean")
-            checks.append(Check(f"{name} holds vs {role}", gain >= -tolerance,
-                                f"{task['primary']} {gain:+.2f} vs {label} (tolerance -{tolerance:g})"))
+        # The task, then each of its sources: new chat logs can lift a task while its old ones drop.
+        slices = [(name, task["delta"])]
+        for src, s in (task.get("sources", {}) if gate.check_sources else {}).items():
+            if s["n"] >= gate.source_min_examples:
+                slices.append((f"{name}/{src}", s["delta"]))
+            else:
+                checks.append(Check(f"{name}/{src} not gated", True, f"{s['n']} examples < source_min_examples "
+                                    f"{gate.source_min_examples}: reported, not held to the tolerance"))
+        for label_of_slice, deltas in slices:
+            for role, label in against:
+                d = deltas.get(role)
+                if d is None:
+                    continue
+                gain = _gain(task, d, "mean")
+                checks.append(Check(f"{label_of_slice} holds vs {role}", gain >= -tolerance,
+                                    f"{task['primary']} {gain:+.2f} vs {label} (tolerance -{tolerance:g})"))
 
     failed = [c for c in checks if not c.passed]
     if failed:
         reason = "keep: " + "; ".join(f"{c.name} failed ({c.detail})" for c in failed)
     else:
-        reason = f"promote: {checks[0].detail}; no task dropped beyond its tolerance"
+        reason = f"promote: {checks[0].detail}; no task (or source) dropped beyond its tolerance"
     return Decision(not failed, reason, tuple(checks), baseline)
 
 

@@ -74,11 +74,12 @@ def resolve(name: str, alias_or_version: str, download_to: Path | None = None) -
 
 def pin_model_ref(ref: str, download_to: Path | None = None) -> dict:
     """A model reference as one run uses it: {ref, uri, registered_model, version}. A models:/ reference is
-    resolved here, once (an alias can move while the run goes on); any other reference passes through."""
+    resolved here, once (an alias can move while the run goes on); any other reference passes through.
+    A version whose files are not an s3:// prefix is downloaded to <download_to>/<name>/<version>."""
     if not ref.startswith(MODELS_SCHEME):
         return {"ref": ref, "uri": ref, "registered_model": None, "version": None}
     name, which = parse_models_uri(ref)
-    found = resolve(name, which, download_to)
+    found = resolve(name, which, None if download_to is None else download_to / name)
     if found is None:
         raise ValueError(f"{ref}: registered model {name!r} has no alias {which!r} (not registered yet, or never "
                          "promoted): name a version, models:/<name>/<version>, or set it with `mixtune promote`")

@@ -1,8 +1,8 @@
 """The evaluation set: which examples every model is scored on, and how it is versioned.
 
-By default it is this run's test split (the first `max_examples` per task, by id). With
-`evaluate.eval_set_uri` it is a frozen Parquet a team keeps fixed across runs, so a retrain on new
-chat logs is scored on exactly the set the champion was. Either way evaluate writes the set it used
+By default it is this run's test split (per task, the first `max_examples` in the order of a hash of
+their id). With `evaluate.eval_set_uri` it is a frozen Parquet a team keeps fixed across runs, so a
+retrain on new chat logs is scored on exactly the set the champion was. Either way evaluate writes the set it used
 to <eval>/eval_set.parquet and records its content hash: equal hashes, equal sets.
 """
 from __future__ import annotations
@@ -78,6 +78,19 @@ def eval_set_sha256(rows: list[dict]) -> str:
         h.update(json.dumps([r["id"], r["task"], r["inputs"], references(r)], ensure_ascii=False).encode())
         h.update(b"\n")
     return h.hexdigest()
+
+
+def source_of(example_id: str) -> str:
+    """'tweetsumm:abc#0' -> 'tweetsumm': ingest writes record ids as <source name>:<id in the source>."""
+    return example_id.split(":", 1)[0]
+
+
+def by_source(rows: list[dict], idx: list[int]) -> dict[str, list[int]]:
+    """source -> positions within idx (0..len(idx)-1) of its rows, sources sorted by name."""
+    out: dict[str, list[int]] = {}
+    for k, i in enumerate(idx):
+        out.setdefault(source_of(rows[i]["id"]), []).append(k)
+    return dict(sorted(out.items()))
 
 
 def by_task(rows: list[dict]) -> dict[str, list[int]]:

@@ -69,6 +69,12 @@ _TEMPLATE = """<!DOCTYPE html>
 <table class="deltas"><tr><th>{{ t.primary }} delta</th><th>mean [CI]</th></tr>
 {% for d in t.deltas %}<tr><td>candidate &minus; {{ d.vs }}</td><td class="num {{ d.cls }}">{{ d.text }}</td></tr>
 {% endfor %}</table>
+{% if t.sources %}<table class="sources" data-task="{{ t.name }}"><tr><th>source</th><th>n</th>
+{% for r in t.roles %}<th>{{ r }} {{ t.primary }}</th>{% endfor %}{% for d in t.deltas %}<th>&minus; {{ d.vs }}</th>{% endfor %}</tr>
+{% for src in t.sources %}<tr data-source="{{ src.name }}"><td>{{ src.name }}</td><td class="num">{{ src.n }}</td>
+{% for r in t.roles %}<td class="num">{{ src.cells[r] }}</td>{% endfor %}
+{% for d in src.deltas %}<td class="num {{ d.cls }}">{{ d.text }}</td>{% endfor %}</tr>
+{% endfor %}</table>{% endif %}
 {% endfor %}</section>
 
 <section id="charts"><h2>Primary metric per task</h2>
@@ -147,8 +153,15 @@ def _task_view(name: str, t: dict, metrics: dict) -> dict:
                "cls": delta_class(t["delta"].get("champion"), t["primary"] in lower)}] if _has_champion(t) else []
     deltas.append({"vs": "base", "text": _delta_text(t["delta"].get("base")),
                    "cls": delta_class(t["delta"].get("base"), t["primary"] in lower)})
+    lower_primary = t["primary"] in lower
+    sources = [{"name": src, "n": s["n"], "cells": {r: _num(s["scores"].get(r)) for r in roles},
+                "deltas": [{"text": _delta_text(s["delta"].get(other)),
+                            "cls": delta_class(s["delta"].get(other), lower_primary)}
+                           for other in (["champion"] if _has_champion(t) else []) + ["base"]]}
+               for src, s in (t.get("sources") or {}).items()]
     return {"name": name, "family": t.get("family", ""), "primary": t["primary"], "n": t.get("n", ""),
-            "is_primary": name == metrics.get("primary_task"), "roles": roles, "rows": rows, "deltas": deltas}
+            "is_primary": name == metrics.get("primary_task"), "roles": roles, "rows": rows, "deltas": deltas,
+            "sources": sources}
 
 
 def _references(row: dict) -> list[str]:
@@ -218,16 +231,27 @@ def render_report(metrics: dict, predictions: list[dict], history: list[dict] | 
 SUMMARY_COLUMNS = ("task", "metric", "base", "champion", "candidate [CI]", "Δ champion [CI]", "Δ base")
 
 
-def summary_rows(metrics: dict) -> list[tuple[str, ...]]:
-    """One row of display strings per task, for its primary metric, in SUMMARY_COLUMNS order."""
-    rows = []
+def summary_slices(metrics: dict) -> list[tuple[str, dict, dict]]:
+    """(label, task, its scores and deltas) per task, then per source of a task fed by several."""
+    out = []
     for name, t in metrics.get("tasks", {}).items():
-        p, s = t["primary"], t["scores"]
-        ci = _ci((t.get("ci") or {}).get("candidate"))
-        cand = _num(s["candidate"].get(p)) + (" " + ci if ci else "")
-        base_delta = t["delta"].get("base")
-        rows.append((name, p, _num(s["base"].get(p)), _num((s.get("champion") or {}).get(p)), cand,
-                     _delta_text(t["delta"].get("champion")),
+        p = t["primary"]
+        out.append((name, t, {"scores": {r: (v or {}).get(p) for r, v in t["scores"].items()},
+                              "ci": (t.get("ci") or {}).get("candidate"), "delta": t["delta"]}))
+        out += [(f"  {name}/{src}", t, {"scores": s["scores"], "ci": None, "delta": s["delta"]})
+                for src, s in (t.get("sources") or {}).items()]
+    return out
+
+
+def summary_rows(metrics: dict) -> list[tuple[str, ...]]:
+    """One row of display strings per task (and source), for its primary metric, in SUMMARY_COLUMNS order."""
+    rows = []
+    for label, t, v in summary_slices(metrics):
+        ci = _ci(v["ci"])
+        base_delta = v["delta"].get("base")
+        rows.append((label, t["primary"], _num(v["scores"].get("base")), _num(v["scores"].get("champion")),
+                     _num(v["scores"].get("candidate")) + (" " + ci if ci else ""),
+                     _delta_text(v["delta"].get("champion")),
                      f"{base_delta['mean']:+.2f}" if base_delta and _finite(base_delta.get("mean")) else "—"))
     return rows
 
@@ -247,11 +271,11 @@ def print_summary_table(metrics: dict, console=None) -> None:
         text_col = col in ("task", "metric")
         table.add_column(col, justify="left" if text_col else "right", no_wrap=text_col)
     styles = {"better": "green", "worse": "red", "": ""}
-    for (name, t), row in zip(metrics.get("tasks", {}).items(), summary_rows(metrics)):
+    for (_, t, v), row in zip(summary_slices(metrics), summary_rows(metrics)):
         lower = t["primary"] in (t.get("lower_is_better") or [])
         cells = [Text(c) for c in row]
-        cells[5].stylize(styles[delta_class(t["delta"].get("champion"), lower)])
-        cells[6].stylize(styles[delta_class(t["delta"].get("base"), lower)])
+        cells[5].stylize(styles[delta_class(v["delta"].get("champion"), lower)])
+        cells[6].stylize(styles[delta_class(v["delta"].get("base"), lower)])
         table.add_row(*cells)
     con.print(table)
     gate = metrics.get("gate") or {}

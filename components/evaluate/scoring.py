@@ -1,4 +1,5 @@
-"""Per-task scores, intervals and paired deltas for every model evaluate ran.
+"""Per-task (and, for a task fed by several sources, per-source) scores, intervals and paired deltas
+for every model evaluate ran.
 
 Each task is scored with its metric family (components/evaluate/metrics.py). The primary metric
 gets a bootstrap interval per model and a paired-bootstrap interval of (candidate - other) for the
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from components.common.config import MixtuneConfig
 from components.evaluate import metrics as M
-from components.evaluate.evalset import by_task, references
+from components.evaluate.evalset import by_source, by_task, references
 
 
 def primary_for(cfg: MixtuneConfig, task: str, family: str) -> str:
@@ -52,7 +53,25 @@ def score_tasks(cfg: MixtuneConfig, rows: list[dict], outputs: dict[str, list[st
             "ci": {role: ci(role) if role in stats else None for role in ("candidate", "base", "champion")},
             "delta": {"champion": delta("champion") if has_champion else None, "base": delta("base")},
         }
+        sources = by_source(rows, idx)
+        if len(sources) > 1:  # one source: its slice is the task itself
+            tasks[task]["sources"] = {src: source_slice(family, metric, stats, pos, boot)
+                                      for src, pos in sources.items()}
     return tasks, example_scores
+
+
+def source_slice(family: str, metric: str, stats: dict, positions: list[int], boot) -> dict:
+    """One source's rows of a task: the primary metric per model and the candidate's paired deltas, so
+    the gate can see old chat logs get worse while the task as a whole improves on new ones."""
+    sub = {role: s[positions] for role, s in stats.items()}
+    return {
+        "n": len(positions),
+        "scores": {role: M.aggregate(family, sub[role])[metric] if role in sub else None
+                   for role in ("candidate", "base", "champion")},
+        "delta": {other: M.paired_delta(family, sub["candidate"], sub[other], metric, boot.resamples,
+                                        boot.confidence, boot.seed) if other in sub else None
+                  for other in ("champion", "base")},
+    }
 
 
 def flat_metrics(tasks: dict[str, dict]) -> dict[str, float]:
@@ -65,4 +84,8 @@ def flat_metrics(tasks: dict[str, dict]) -> dict[str, float]:
         for other, d in t["delta"].items():
             if d is not None:
                 out[f"{task}/delta_{other}_{t['primary']}"] = float(d["mean"])
+        for src, sl in (t.get("sources") or {}).items():  # "summarization/tweetsumm/candidate_rougeL"
+            out |= {f"{task}/{src}/{role}_{t['primary']}": float(v) for role, v in sl["scores"].items() if v is not None}
+            out |= {f"{task}/{src}/delta_{other}_{t['primary']}": float(d["mean"])
+                    for other, d in sl["delta"].items() if d is not None}
     return out

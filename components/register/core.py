@@ -97,6 +97,10 @@ def version_tags(metrics: dict, pipeline_run: str, train_run_id: str, decision: 
         for other, d in t["delta"].items():
             if d is not None:
                 tags[f"metric.{task}.delta_{other}_{t['primary']}"] = f"{d['mean']:.6f} [{d['low']:.6f}, {d['high']:.6f}]"
+        for src, sl in (t.get("sources") or {}).items():  # per source of a task fed by several
+            for other, d in sl["delta"].items():
+                if d is not None:
+                    tags[f"metric.{task}.{src}.delta_{other}_{t['primary']}"] = f"{d['mean']:.6f}"
     return tags
 
 

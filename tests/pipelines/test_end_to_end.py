@@ -76,11 +76,18 @@ def test_two_runs_end_to_end(tmp_path, monkeypatch, capfd):
     assert len(client.search_model_versions("name = 'mixtune-summarizer'")) == 1
     assert "champion" in again["registered"]["aliases"]
 
-    # Another training config: a new model, scored against the first run's champion on the same test set.
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": 100})})
+    # Retrain the champion from the registry: a new model, scored against that champion on the same test set.
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": 40}),
+                                 "model": cfg.model.model_copy(update={"base": "models:/mixtune-summarizer@champion"})})
     second = run_local(cfg, tmp_path / "state")
-    assert second["champion_version_evaluated"] == first["registered"]["version"]
-    assert second["metrics"]["summarization"]["champion"] is not None
+    v1 = first["registered"]["version"]
+    assert second["champion_version_evaluated"] == v1
+    # The base it was trained from is v1 (pinned by shards, tagged on train): base and champion score alike.
+    scores = second["metrics"]["summarization"]
+    assert scores["base"]["rougeL"] == scores["champion"]["rougeL"] == m["candidate"]["rougeL"], scores
+    train_run = client.search_runs([exp.experiment_id], f"tags.`mixtune.pipeline_run` = '{second['pipeline_run']}' "
+                                   "and tags.`mixtune.step` = 'train'")[0]
+    assert train_run.data.tags["mixtune.base_model_version"] == v1
     # Promoted only if the gate said so, and the registry agrees with the report.
     assert ("champion" in second["registered"]["aliases"]) == second["evaluation"]["gate"]["promote"]
     assert second["registered"]["version"] != first["registered"]["version"] and second["registered"]["new"]

@@ -50,6 +50,28 @@ def test_forgetting_candidate_is_never_promoted():
     assert decide(lenient, gate_metrics(tasks, champion_version="3"), "3").promote
 
 
+def test_an_old_source_that_drops_inside_an_improving_task_is_forgetting():
+    # Summarization gains on the new chat logs (tweetsumm) and loses 3.7 ROUGE-L on the old ones (chats):
+    # the task as a whole improves, so only the per-source check sees it (the forgetting benchmark's case).
+    def source(candidate: float, champion: float) -> dict:
+        t = task_scores(candidate, 2.0, champion)
+        return {"n": 96, "scores": t["scores"], "delta": t["delta"]}
+
+    task = task_scores(23.7, 2.0, 16.4)
+    task["sources"] = {"chats": source(26.0, 29.7), "tweetsumm": source(21.3, 3.1)}
+    d = decide(GATE, gate_metrics({"summarization": task}, champion_version="1"), "1")
+    assert not d.promote
+    assert "summarization/chats holds vs champion failed (rougeL -3.70 vs champion v1 (tolerance -1))" in d.reason
+    assert {c.name for c in d.checks} >= {"summarization/tweetsumm holds vs champion", "summarization/chats holds vs base"}
+    assert decide(GATE.model_copy(update={"check_sources": False}),
+                  gate_metrics({"summarization": task}, champion_version="1"), "1").promote
+    # A source with too few examples to hold to a 1-point tolerance is reported, not gated.
+    few = decide(GATE.model_copy(update={"source_min_examples": 100}),
+                 gate_metrics({"summarization": task}, champion_version="1"), "1")
+    assert few.promote and "96 examples < source_min_examples 100" in {c.name: c.detail for c in few.checks}[
+        "summarization/chats not gated"]
+
+
 def test_drop_against_the_base_model_counts_unless_disabled():
     tasks = {"summarization": task_scores(30.0, 2.0, 20.0),
              "ner": task_scores(10.0, 14.0, 9.0, primary="f1")}  # beats the champion, below the base

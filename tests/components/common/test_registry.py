@@ -44,3 +44,22 @@ def test_pin_resolves_an_alias_to_one_version(tiny_config, store, tmp_path):
     assert pin_model_ref(f"models:/{name}/1")["uri"] == uris[0]
     with pytest.raises(ValueError, match="has no version 9"):
         pin_model_ref(f"models:/{name}/9")
+
+
+def test_pin_downloads_a_version_registered_from_run_artifacts(tiny_config, tmp_path):
+    import mlflow
+
+    exp_id = setup(tiny_config)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text('{"d_model": 8}')
+    with mlflow.start_run(experiment_id=exp_id) as run:
+        mlflow.log_artifacts(str(model_dir), "model")
+    client = MlflowClient()
+    client.create_registered_model("from-run")
+    client.create_model_version("from-run", source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    with pytest.raises(ValueError, match="give a download folder"):
+        pin_model_ref("models:/from-run/1")
+    pinned = pin_model_ref("models:/from-run/1", tmp_path / "cache")
+    assert pinned["uri"].startswith(str(tmp_path / "cache" / "from-run"))
+    assert (tmp_path / "cache" / "from-run").is_dir() and pinned["version"] == "1"

@@ -274,3 +274,25 @@ def test_charts_are_fixed_size_pngs_and_leak_no_figures():
     assert loss_curve_png(None) is None and loss_curve_png([]) is None
     assert loss_curve_png([{"step": 1, "loss": float("nan")}]) is None
     assert plt.get_fignums() == before
+
+
+def test_sources_of_a_task_get_their_own_rows_in_the_report_and_the_table():
+    metrics = sample_metrics()
+    metrics["tasks"]["summarization"]["sources"] = {
+        "chats": {"n": 4, "scores": {"candidate": 30.0, "base": 10.0, "champion": 34.5},
+                  "delta": {"champion": {"mean": -4.5, "low": -8.0, "high": -1.0},
+                            "base": {"mean": 20.0, "low": 15.0, "high": 25.0}}},
+        "tweetsumm": {"n": 4, "scores": {"candidate": 40.25, "base": 25.5, "champion": 31.5},
+                      "delta": {"champion": {"mean": 8.75, "low": 5.0, "high": 12.5},
+                                "base": {"mean": 14.75, "low": 10.0, "high": 19.5}}}}
+    rows = summary_rows(metrics)
+    assert [r[0] for r in rows] == ["summarization", "  summarization/chats", "  summarization/tweetsumm",
+                                    "review_rating"]
+    assert rows[1] == ("  summarization/chats", "rougeL", "10.00", "34.50", "30.00", "-4.50 [-8.00, -1.00]", "+20.00")
+    con = Console(record=True, width=200, color_system="truecolor")
+    print_summary_table(metrics, con)
+    assert "\x1b[31m-4.50 [-8.00, -1.00]" in con.export_text(styles=True)  # an old source that got worse: red
+    html = render_report(metrics, [], None)
+    table = html.split('<table class="sources" data-task="summarization">')[1].split("</table>")[0]
+    assert '<tr data-source="chats">' in table and "34.50" in table and 'class="num worse">-4.50' in table
+    assert 'data-task="review_rating"' not in html.split('class="sources"')[-1].split("</table>")[0]
