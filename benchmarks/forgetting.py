@@ -2,7 +2,7 @@
 replay of that mixture, and report per-task and per-source deltas on one frozen evaluation set.
 
     python benchmarks/forgetting.py [--workdir .mixtune/forgetting] [--steps 600] [--steps-b 150]
-        [--examples 96] [--replay-ratio 0.8] [--lr-b 0.001] [--seed 42] [--json out.json] [--keep]
+        [--examples 96] [--replay-ratio 0.9] [--lr-b 0.001] [--seed 42] [--json out.json] [--keep]
 
 Every stage is the real DAG (pipelines.local.run_local) against one embedded S3 server and one SQLite
 MLflow registry under --workdir:
@@ -315,7 +315,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=600, help="stage A training steps")
     p.add_argument("--steps-b", type=int, default=150, help="stage B1/B2 training steps (the same for both)")
     p.add_argument("--examples", type=int, default=96, help="frozen eval examples per task and source")
-    p.add_argument("--replay-ratio", type=float, default=0.8, help="B2: share of the mixture replayed from A")
+    p.add_argument("--replay-ratio", type=float, default=0.9, help="B2: share of the mixture replayed from A")
     p.add_argument("--lr-b", type=float, default=0.001,
                    help="stage B1/B2 learning rate: continued training from A takes smaller steps than A (0.005)")
     p.add_argument("--seed", type=int, default=42, help="train.seed of every stage")
