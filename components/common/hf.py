@@ -11,6 +11,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from components.common.config import MODELS_SCHEME, parse_models_uri
 from components.common.storage import Store
 
 
@@ -19,7 +20,16 @@ def cache_dir() -> Path:
 
 
 def local_copy(ref: str, store: Store) -> str:
-    """A local path for ref: s3:// prefixes are downloaded once into the cache."""
+    """A local path for ref: s3:// prefixes are downloaded once into the cache; a registered version
+    (models:/<name>/<version>, or an alias resolved now) through the registry."""
+    if ref.startswith(MODELS_SCHEME):
+        from components.common.registry import resolve
+
+        name, which = parse_models_uri(ref)
+        found = resolve(name, which, cache_dir() / "registry" / name)
+        if found is None:
+            raise ValueError(f"{ref}: registered model {name!r} has no alias {which!r}")
+        return local_copy(found.uri, store)
     if not ref.startswith("s3://"):
         return ref
     target = cache_dir() / "objects" / hashlib.sha256(ref.encode()).hexdigest()[:24]

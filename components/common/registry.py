@@ -47,8 +47,11 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
     return None if version is None else str(version)
 
 
-def resolve(name: str, alias_or_version: str, download_to: Path | None = None) -> ModelRef | None:
-    """`champion`, `challenger` or `7` -> the version and where its files are; None if the alias is unset."""
+def resolve(name: str, alias_or_version: str, download_to: Path | None = None,
+            fetch: bool = True) -> ModelRef | None:
+    """`champion`, `challenger` or `7` -> the version and where its files are; None if the alias is unset.
+    A version whose files are not an s3:// prefix is downloaded to <download_to>/<version>, or with
+    fetch=False named by its immutable models:/<name>/<version> (fetched where it is loaded)."""
     client = MlflowClient()
     if alias_or_version.isdigit():
         version = alias_or_version
@@ -63,7 +66,9 @@ def resolve(name: str, alias_or_version: str, download_to: Path | None = None) -
             raise ValueError(f"model {name!r} has no version {version}") from None
         raise
     uri = mv.tags.get(MODEL_URI_TAG) or mv.source
-    if not uri.startswith("s3://"):
+    if not uri.startswith("s3://") and not fetch:
+        uri = f"{MODELS_SCHEME}{name}/{mv.version}"
+    elif not uri.startswith("s3://"):
         import mlflow
 
         if download_to is None:
@@ -72,14 +77,15 @@ def resolve(name: str, alias_or_version: str, download_to: Path | None = None) -
     return ModelRef(name, str(mv.version), uri, dict(mv.tags))
 
 
-def pin_model_ref(ref: str, download_to: Path | None = None) -> dict:
+def pin_model_ref(ref: str) -> dict:
     """A model reference as one run uses it: {ref, uri, registered_model, version}. A models:/ reference is
     resolved here, once (an alias can move while the run goes on); any other reference passes through.
-    A version whose files are not an s3:// prefix is downloaded to <download_to>/<name>/<version>."""
+    The uri is the version's s3:// prefix, or models:/<name>/<version> when its files live in MLflow:
+    never a local path, since the steps that load it may run in other pods (hf.local_copy fetches it)."""
     if not ref.startswith(MODELS_SCHEME):
         return {"ref": ref, "uri": ref, "registered_model": None, "version": None}
     name, which = parse_models_uri(ref)
-    found = resolve(name, which, None if download_to is None else download_to / name)
+    found = resolve(name, which, fetch=False)
     if found is None:
         raise ValueError(f"{ref}: registered model {name!r} has no alias {which!r} (not registered yet, or never "
                          "promoted): name a version, models:/<name>/<version>, or set it with `mixtune promote`")

@@ -2,8 +2,8 @@
 
 By default it is this run's test split (per task, the first `max_examples` in the order of a hash of
 their id). With `evaluate.eval_set_uri` it is a frozen Parquet a team keeps fixed across runs, so a
-retrain on new chat logs is scored on exactly the set the champion was. Either way evaluate writes the set it used
-to <eval>/eval_set.parquet and records its content hash: equal hashes, equal sets.
+retrain on new chat logs is scored on exactly the set the champion was. Either way evaluate writes the
+set it used to <eval>/eval_set.parquet and records its content hash: equal hashes, equal sets.
 """
 from __future__ import annotations
 

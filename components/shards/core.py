@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.common.config import MixtuneConfig
-from components.common.hf import cache_dir
 from components.common.registry import pin_model_ref
 from components.common.schemas import SPLITS
 from components.common.storage import Store, join
@@ -72,7 +71,7 @@ def prepare_tokenizer(cfg: MixtuneConfig, train_path: Callable[[], Path], out: s
 
     # Pinned once here: train and evaluate take the base from the manifest, so an alias such as
     # models:/<name>@champion that moves while this run goes on cannot mix two versions in one model.
-    base = pin_model_ref(cfg.model.base, cache_dir() / "registry")
+    base = pin_model_ref(cfg.model.base)
     tok = build_tokenizer(cfg, texts(), base["uri"])
     tok.save_pretrained(tok_dir)
     return {**manifest_header(cfg, upstream, tok, join(out, "tokenizer")), "base_model": base}

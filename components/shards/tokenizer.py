@@ -63,14 +63,10 @@ def build_tokenizer(cfg: MixtuneConfig, train_texts: Iterable[str] | Iterable[li
     An s3:// prefix (an earlier run's model) is copied down first; a models:/ tokenizer is resolved."""
     from transformers import AutoTokenizer
 
-    from components.common.hf import cache_dir, local_copy
-    from components.common.registry import pin_model_ref
+    from components.common.hf import local_copy
     from components.common.storage import Store
 
     ref = cfg.model.tokenizer or (None if cfg.model.base == "tiny" else (base_uri or cfg.model.base))
     if ref is None:
         return train_unigram(train_texts, cfg.model.tiny.vocab_size)
-    ref = pin_model_ref(ref, cache_dir() / "registry")["uri"]
-    if ref.startswith("s3://"):
-        ref = local_copy(ref, Store(cfg.storage))
-    return AutoTokenizer.from_pretrained(ref)
+    return AutoTokenizer.from_pretrained(local_copy(ref, Store(cfg.storage)))  # s3:// and models:/ fetched

@@ -46,9 +46,15 @@ def test_pin_resolves_an_alias_to_one_version(tiny_config, store, tmp_path):
         pin_model_ref(f"models:/{name}/9")
 
 
-def test_pin_downloads_a_version_registered_from_run_artifacts(tiny_config, tmp_path):
+def test_a_version_kept_in_mlflow_is_pinned_by_its_immutable_uri_and_fetched_where_loaded(
+        tiny_config, store, tmp_path, monkeypatch):
+    """A version registered from run artifacts (runs:/ source) has no s3:// prefix. Shards and train may run
+    in different pods, so the pin is models:/<name>/<version>, never a local path; local_copy fetches it."""
     import mlflow
 
+    from components.common.hf import local_copy
+
+    monkeypatch.setenv("MIXTUNE_CACHE", str(tmp_path / "cache"))
     exp_id = setup(tiny_config)
     model_dir = tmp_path / "model"
     model_dir.mkdir()
@@ -58,8 +64,10 @@ def test_pin_downloads_a_version_registered_from_run_artifacts(tiny_config, tmp_
     client = MlflowClient()
     client.create_registered_model("from-run")
     client.create_model_version("from-run", source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
-    with pytest.raises(ValueError, match="give a download folder"):
-        pin_model_ref("models:/from-run/1")
-    pinned = pin_model_ref("models:/from-run/1", tmp_path / "cache")
-    assert pinned["uri"].startswith(str(tmp_path / "cache" / "from-run"))
-    assert (tmp_path / "cache" / "from-run").is_dir() and pinned["version"] == "1"
+    client.set_registered_model_alias("from-run", "champion", "1")
+    pinned = pin_model_ref("models:/from-run@champion")
+    assert pinned == {"ref": "models:/from-run@champion", "uri": "models:/from-run/1",
+                      "registered_model": "from-run", "version": "1"}
+    local = local_copy(pinned["uri"], store)
+    assert local.startswith(str(tmp_path / "cache" / "registry" / "from-run"))
+    assert (tmp_path / "model" / "config.json").read_text() == open(f"{local}/config.json").read()
