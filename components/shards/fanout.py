@@ -19,7 +19,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from components.common.config import MixtuneConfig
+from components.common import tracking
+from components.common.config import MODELS_SCHEME, MixtuneConfig
 from components.common.schemas import SPLITS
 from components.common.storage import Store, join
 from components.shards.core import ShardsResult, clear_previous, prepare_tokenizer
@@ -42,6 +43,8 @@ def prepare_fanout(cfg: MixtuneConfig, examples_uri: str, artifact_root: str, st
     """Tokenizer + plan for cfg.shards.partitions partition tasks; returns the plan's URI."""
     out = shards_out(artifact_root)
     upstream = store.get_json(join(examples_uri, "manifest.json"))
+    if any((ref or "").startswith(MODELS_SCHEME) for ref in (cfg.model.base, cfg.model.tokenizer)):
+        tracking.setup(cfg)  # this task runs outside a step run, and a models:/ base is read from the registry
     clear_previous(store, out)  # a previous attempt's shards and partials too: they must not be merged
     with tempfile.TemporaryDirectory(prefix="mixtune-shards-") as tmp:
         tok_dir = Path(tmp) / "tokenizer"
