@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from components.common.config import MixtuneConfig, load_config  # noqa: E402
 from components.evaluate import metrics as M  # noqa: E402
+from components.evaluate.evalset import source_of  # noqa: E402 - evaluate's per-source slices use it too
 
 STAGES = ("A", "B1", "B2")
 ALL = "(all)"
@@ -46,11 +47,6 @@ NEW_SOURCE = {"path": "../shared/datasets/tweetsumm/tweetsumm_*.jsonl", "format"
 
 
 # --- pure helpers (tests/benchmarks/test_forgetting.py) ---------------------------------------------
-
-def source_of(example_id: str) -> str:
-    """'samsum:13818513#0' -> 'samsum': record ids start with their source name."""
-    return example_id.split(":", 1)[0]
-
 
 def freeze_eval_set(rows: list[dict], per_slice: int, tasks: list[str]) -> list[dict]:
     """Per task (in `tasks` order) and per source, the first `per_slice` rows by id."""

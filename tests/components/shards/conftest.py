@@ -88,3 +88,23 @@ def examples_uri(store: Store) -> str:
     write_examples(store, uri, {"train": 600, "validation": 60, "test": 45},
                    weights={"summarization": 0.6, "intent": 0.3, "replay/summarization": 0.1}, row_group_size=100)
     return uri
+
+
+@pytest.fixture
+def register_champion(store: Store):
+    """register_champion(cfg, model_dir, name): upload model_dir as an earlier run's model and register it
+    as `name` v1, alias champion, in cfg's registry; returns the s3:// prefix a models:/ base pins to."""
+    def register(cfg: MixtuneConfig, model_dir: str, name: str) -> str:
+        from mlflow.tracking import MlflowClient
+
+        from components.common.tracking import MODEL_URI_TAG, setup
+
+        setup(cfg)
+        uri = join(store.root, "runs", "earlier", "train", "model")
+        store.upload_dir(model_dir, uri)
+        client = MlflowClient()
+        client.create_registered_model(name)
+        client.create_model_version(name, source=uri, tags={MODEL_URI_TAG: uri})
+        client.set_registered_model_alias(name, "champion", "1")
+        return uri
+    return register

@@ -76,22 +76,13 @@ def test_parallel_for_through_kfp_local(shards_config, store, examples_uri, trai
     assert store.exists(partial_uri(root, 0, 2)) and store.exists(partial_uri(root, 1, 2))
 
 
-def test_fanout_prepare_pins_a_registered_base_from_the_configured_registry(shards_config, store, examples_uri,
-                                                                          trained_tokenizer_dir, tmp_path):
+def test_fanout_prepare_pins_a_registered_base_from_the_configured_registry(
+        shards_config, store, examples_uri, trained_tokenizer_dir, register_champion, tmp_path):
     """The prepare task runs outside a step's MLflow run: it must still read the registry the config names."""
     import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from components.common.tracking import MODEL_URI_TAG, setup
 
     cfg = shards_config(workers=1, partitions=2)
-    setup(cfg)
-    uri = join(store.root, "runs", "earlier", "train", "model")
-    store.upload_dir(trained_tokenizer_dir, uri)
-    client = MlflowClient()
-    client.create_registered_model("fan-base")
-    client.create_model_version("fan-base", source=uri, tags={MODEL_URI_TAG: uri})
-    client.set_registered_model_alias("fan-base", "champion", "1")
+    uri = register_champion(cfg, trained_tokenizer_dir, "fan-base")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/elsewhere.db")  # what a fresh pod would default to
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"base": "models:/fan-base@champion"})})
     root = join(store.root, "runs", "fan-registered")

@@ -109,24 +109,17 @@ def test_an_s3_base_brings_its_own_tokenizer(shards_config, store, t5_tokenizer_
         "order 42 is late")["input_ids"]
 
 
-def test_a_registered_base_is_pinned_in_the_manifest(shards_config, store, t5_tokenizer_path, tmp_path, monkeypatch):
+def test_a_registered_base_is_pinned_in_the_manifest(shards_config, store, t5_tokenizer_path, register_champion,
+                                                     tmp_path, monkeypatch):
     """model.base = models:/<name>@champion: the shards step resolves the alias once and records the version
     and its files in the manifest header (train and evaluate use that, wherever the alias moves next)."""
-    from mlflow.tracking import MlflowClient
     from transformers import AutoTokenizer
 
-    from components.common.tracking import MODEL_URI_TAG, setup
     from components.shards.core import prepare_tokenizer
 
     monkeypatch.setenv("MIXTUNE_CACHE", str(tmp_path / "cache"))
     cfg = shards_config()
-    setup(cfg)
-    uri = join(store.root, "runs", "earlier", "train", "model")
-    store.upload_dir(t5_tokenizer_path, uri)
-    client = MlflowClient()
-    client.create_registered_model("summarizer")
-    client.create_model_version("summarizer", source=uri, tags={MODEL_URI_TAG: uri})
-    client.set_registered_model_alias("summarizer", "champion", "1")
+    uri = register_champion(cfg, t5_tokenizer_path, "summarizer")
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(
         update={"base": "models:/summarizer@champion", "tokenizer": None})})
     header = prepare_tokenizer(cfg, lambda: None, join(store.root, "out"), tmp_path / "tok",
