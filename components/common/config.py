@@ -266,6 +266,8 @@ class TrainConfig(_Strict):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     deepspeed_config: str | None = Field(default=None, description="a DeepSpeed JSON file; overrides the above")
     log_every: int = Field(default=10, ge=1)
+    peak_tflops: float | None = Field(default=None, gt=0, description="a device's peak TFLOP/s, for MFU (model "
+                                      "FLOPs utilization); None = a known GPU's dense bf16 peak (train/flops.py)")
     seed: int = 42
     cpu_shm_allreduce: bool = Field(
         default=False, description="CPU only: DeepSpeed's shared-memory allreduce op (g++ build ~50 s, cached)"

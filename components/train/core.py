@@ -290,6 +290,7 @@ def run_train(cfg: MixtuneConfig, shards_uri: str, artifact_root: str, pipeline_
             "final_loss": result["final_loss"], "first_loss": result["first_loss"], "steps": result["steps"],
             "train_seconds": result["train_seconds"], "tokens_seen": result["tokens_seen"],
             "tokens_per_second": result["tokens_per_second"], "launch_seconds": time.time() - started,
+            **{k: result[k] for k in ("model_tflops_per_device", "mfu") if result.get(k) is not None},
         }, step=result["steps"])
         mlflow.log_dict(result, "train_log.json")
         if result.get("resumed_from_step") is not None:

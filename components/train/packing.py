@@ -83,22 +83,24 @@ def pack(examples: list[tuple[list[int], list[int]]], rows: list[list[int]], pad
 
 def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """[B, Q, K] bool -> [B, 1, Q, K] additive mask."""
-    mask = torch.zeros(allowed.shape, dtype=dtype)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask[:, None]
 
 
 def attention_masks(batch: PackedBatch, dtype: torch.dtype = torch.float32):
-    """(encoder self, decoder self, cross) 4D additive masks for a packed batch."""
+    """(encoder self, decoder self, cross) 4D additive masks for a packed batch, built where its
+    segments are (on the GPU in training: no per-step host-to-device copy of B x S x S masks)."""
     es, ds = batch.enc_segments, batch.dec_segments
+    dev = es.device
     enc = (es[:, :, None] == es[:, None, :]) & (es[:, :, None] > 0)
     T = ds.shape[1]
-    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    causal = torch.ones(T, T, dtype=torch.bool, device=dev).tril()
     dec = (ds[:, :, None] == ds[:, None, :]) & causal & (ds[:, :, None] > 0)
     cross = (ds[:, :, None] == es[:, None, :]) & (ds[:, :, None] > 0)
     # A padding query row that sees nothing would softmax over nothing: let it see itself / slot 0.
-    enc |= torch.eye(es.shape[1], dtype=torch.bool)[None] & (es[:, :, None] == 0)
-    dec |= torch.eye(T, dtype=torch.bool)[None] & (ds[:, :, None] == 0)
+    enc |= torch.eye(es.shape[1], dtype=torch.bool, device=dev)[None] & (es[:, :, None] == 0)
+    dec |= torch.eye(T, dtype=torch.bool, device=dev)[None] & (ds[:, :, None] == 0)
     cross[..., 0] |= ds == 0
     return _additive(enc, dtype), _additive(dec, dtype), _additive(cross, dtype)
 
@@ -110,8 +112,6 @@ def packed_forward(model, batch: PackedBatch) -> torch.Tensor:
     cross-attention mask as `attention_mask` (what T5 hands the decoder as `encoder_attention_mask`)."""
     dtype = next(model.parameters()).dtype
     enc_mask, dec_mask, cross_mask = attention_masks(batch, dtype)
-    device = batch.input_ids.device
-    enc_mask, dec_mask, cross_mask = enc_mask.to(device), dec_mask.to(device), cross_mask.to(device)
     hidden = model.get_encoder()(input_ids=batch.input_ids, attention_mask=enc_mask).last_hidden_state
     out = model(encoder_outputs=(hidden,), attention_mask=cross_mask, decoder_input_ids=batch.decoder_input_ids,
                 decoder_attention_mask=dec_mask, use_cache=False)

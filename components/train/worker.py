@@ -25,7 +25,7 @@ from tqdm import tqdm
 from components.common.config import MixtuneConfig
 from components.common.hf import local_copy
 from components.common.storage import COMPLETE_MARKER, Store, join
-from components.train import checkpoint, loader as loader_lib, model as model_lib, packing
+from components.train import checkpoint, flops, loader as loader_lib, model as model_lib, packing
 from components.train.batches import Batches
 
 SIGTERM_EXIT = 143  # 128 + SIGTERM: the conventional "terminated" status
@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> None:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"LoRA: {lora.trainable_summary(model)}", flush=True)
     ds_config = job["deepspeed_config"]
+    flop_model = flops.flop_model(model)  # before ZeRO-3 partitions the weights
+    precision = "bf16" if ds_config.get("bf16", {}).get("enabled") else "fp32"
+    peak = flops.device_peak_tflops(device, precision, tc.peak_tflops)
     groups = model_lib.param_groups(model, tc.weight_decay)
     # Our AdamW unless a user-supplied DeepSpeed JSON names its own optimizer (which DeepSpeed builds).
     optimizer = None if "optimizer" in ds_config else torch.optim.AdamW(groups, lr=tc.learning_rate)
@@ -140,13 +143,16 @@ def main(argv: list[str] | None = None) -> None:
     batches = Batches(loader, cfg, micro, job["pad_token_id"], getattr(config, "decoder_start_token_id", None),
                       causal, job.get("eos_token_id"), getattr(config, "bos_token_id", None))
 
-    state = {"history": [], "window": [0.0, 0.0, 0.0], "tokens_total": 0.0, "train_seconds": 0.0}
+    # window: loss sum, micro-batches, real tokens, model FLOPs since the last log line
+    state = {"history": [], "window": [0.0] * 4, "tokens_total": 0.0, "flops_total": 0.0, "train_seconds": 0.0}
     ckpt_root, ckpt_dir = job["checkpoint_root"], work / "checkpoint"
     restored = (checkpoint.restore(engine, store, ckpt_root, ckpt_dir, local_rank, strict=not tc.lora.enabled)
                 if tc.resume else None)
     resumed_at = None
     if restored is not None:
         state, resumed_at = restored["mixtune"], engine.global_steps
+        state["window"] += [0.0] * (4 - len(state["window"]))  # a checkpoint from before FLOPs were counted
+        state.setdefault("flops_total", 0.0)
         batches.load_state_dict(restored["batches"])
     client = None
     if rank == 0:
@@ -173,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         window[0] += loss.item()
         window[1] += 1
         window[2] += real_tokens
+        window[3] += flop_model.train(flops.batch_moments(inputs, packed, causal))
         if engine.global_steps == step:
             continue  # still accumulating gradients
         step = engine.global_steps
@@ -180,16 +187,20 @@ def main(argv: list[str] | None = None) -> None:
         pbar.update(1)
         if step == 1 or step % tc.log_every == 0 or step == max_steps:
             # A collective: every rank reaches it at the same step, so it cannot deadlock.
-            loss_sum, micro_count, tokens = reduce(window, device)
+            loss_sum, micro_count, tokens, model_flops = reduce(window, device)
             elapsed = time.time() - window_start
             state["tokens_total"] += tokens
+            state["flops_total"] += model_flops
+            tflops = model_flops / max(elapsed, 1e-9) / world / 1e12  # per device
             entry = {"step": step, "loss": loss_sum / micro_count, "lr": engine.get_lr()[0],
-                     "tokens_per_second": tokens / max(elapsed, 1e-9), "tokens_seen": state["tokens_total"]}
+                     "tokens_per_second": tokens / max(elapsed, 1e-9), "tokens_seen": state["tokens_total"],
+                     "model_tflops_per_device": tflops, **({"mfu": tflops / peak} if peak else {})}
             state["history"].append(entry)
             log_metrics(client, job["mlflow_run_id"], step, {  # run totals are the parent's to log
-                "loss": entry["loss"], "lr": entry["lr"], "window_tokens_per_second": entry["tokens_per_second"]})
-            pbar.set_postfix(loss=f"{entry['loss']:.3f}")
-            state["window"], window_start = [0.0, 0.0, 0.0], time.time()
+                "loss": entry["loss"], "lr": entry["lr"], "window_tokens_per_second": entry["tokens_per_second"],
+                "window_model_tflops_per_device": tflops, **({"window_mfu": entry["mfu"]} if peak else {})})
+            pbar.set_postfix(loss=f"{entry['loss']:.3f}", **({"mfu": f"{entry['mfu']:.1%}"} if peak else {}))
+            state["window"], window_start = [0.0] * 4, time.time()
         terminated = reduce([float(stop["term"])], device, dist.ReduceOp.MAX)[0] > 0
         due = tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < max_steps
         if due or terminated:
@@ -205,10 +216,13 @@ def main(argv: list[str] | None = None) -> None:
     pbar.close()
     train_seconds = seconds_before + time.time() - started
     counts = loader.counts()
+    tflops = state["flops_total"] / max(train_seconds, 1e-9) / world / 1e12
     save_and_upload(engine, job, cfg, rank, model_path, tokenizer_path, work, {
         "steps": step, "first_loss": state["history"][0]["loss"], "final_loss": state["history"][-1]["loss"],
         "train_seconds": train_seconds, "tokens_seen": int(state["tokens_total"]),
         "tokens_per_second": state["tokens_total"] / max(train_seconds, 1e-9), "world_size": world,
+        "model_tflops_per_device": tflops, "mfu": tflops / peak if peak else None, "peak_tflops": peak,
+        "precision": precision,
         "resumed_from_step": resumed_at,
         "samples_per_stream": counts, "history": state["history"],
     })

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from components.common.config import TinyModelConfig
 from components.train.model import build_tiny
 from components.train.packing import (attention_masks, fill_rows, pack, pack_examples, packed_forward,
-                                      per_example_loss, plan_rows)
+                                      per_example_loss, plan_rows, to_device, token_loss)
 
 PAD, EOS, VOCAB = 0, 1, 97
 
@@ -55,6 +55,19 @@ def test_masks_keep_examples_apart():
     assert enc[:3, :3].all() and not enc[:3, 3:].any() and not enc[3:, :3].any()
     assert dec[3, 2] and not dec[2, 1] and not dec[2, 3] and not dec[1, 2]  # causal, block-diagonal
     assert cross[:2, :3].all() and not cross[:2, 3:].any() and cross[2:, 3:].all() and not cross[2:, :3].any()
+
+
+def test_packed_step_runs_wholly_on_the_models_device():
+    """On a GPU the masks must be made there: a CPU helper tensor would fail (or copy B x S x S per step).
+    The meta device stands in for CUDA, which CI lacks: mixing it with a CPU tensor fails the same way."""
+    batch = to_device(pack(_examples(4), [[0, 1], [2, 3]], PAD, PAD), "meta")
+    for mask in attention_masks(batch, torch.bfloat16):
+        assert mask.device.type == "meta" and mask.dtype == torch.bfloat16
+    tiny = TinyModelConfig(d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=1, num_decoder_layers=1)
+    model = build_tiny(tiny, VOCAB, PAD, EOS, seed=0).to("meta")
+    loss = token_loss(packed_forward(model, batch), batch)
+    loss.backward()
+    assert loss.device.type == "meta" and model.lm_head.weight.grad.device.type == "meta"
 
 
 def test_packed_loss_equals_unpacked_loss_per_example(model):

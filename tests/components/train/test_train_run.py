@@ -51,6 +51,15 @@ def check_run(cfg: MixtuneConfig, store: Store, artifact_root: str, result, step
     losses = client.get_metric_history(result.mlflow_run_id, "loss")
     assert [m.step for m in losses] == [e["step"] for e in log["history"]]
     assert len(client.get_metric_history(result.mlflow_run_id, "lr")) == len(losses)
+    # model FLOPs (components/train/flops.py) per device, and MFU where a peak is known
+    assert log["model_tflops_per_device"] > 0
+    assert run.data.metrics["model_tflops_per_device"] == pytest.approx(log["model_tflops_per_device"])
+    assert len(client.get_metric_history(result.mlflow_run_id, "window_model_tflops_per_device")) == len(losses)
+    if cfg.train.peak_tflops:
+        assert log["mfu"] == pytest.approx(log["model_tflops_per_device"] / cfg.train.peak_tflops)
+        assert run.data.metrics["mfu"] == pytest.approx(log["mfu"])
+    else:  # no standard peak for a CPU
+        assert log["mfu"] is None and "mfu" not in run.data.metrics
     shards = join(f"s3://{cfg.storage.bucket}", cfg.storage.prefix, "runs", "r1", "shards")
     assert run.inputs.dataset_inputs[0].dataset.source == json.dumps({"uri": shards})
 
@@ -83,7 +92,7 @@ def test_packed_rows_zero3_two_processes(tiny_config, store, shards_uri):
 
 def test_zero3_bf16_grad_accumulation_through_the_component(tiny_config, store, shards_uri, tmp_path):
     cfg = with_train(tiny_config, num_processes=2, zero_stage=3, max_steps=20, log_every=5, precision="bf16",
-                     gradient_accumulation_steps=2, micro_batch_size=4)
+                     gradient_accumulation_steps=2, micro_batch_size=4, peak_tflops=0.5)
     root = join(store.root, "runs", "r1")
     metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
     # The KFP component's body, called as KFP's executor would (config passed as JSON).
