@@ -4,9 +4,10 @@ yet packed)."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from components.common.config import MixtuneConfig
-from components.train import packing
+from components.train import flops, packing
 from components.train.loader import Example
 
 
@@ -49,6 +50,16 @@ def collate_causal(rows: list[tuple[list[int], list[int]]], pad_id: int, eos_id:
     return batch
 
 
+def seq2seq_loss(model, base, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over the real target tokens, in fp32 as packing.token_loss takes it: under
+    DeepSpeed bf16 a Hugging Face seq2seq model's own loss would be taken on bf16 logits.
+    model: what runs the forward (the DeepSpeed engine); base: the transformers model inside it."""
+    labels = batch["labels"]
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                decoder_input_ids=base.prepare_decoder_input_ids_from_labels(labels=labels))
+    return F.cross_entropy(out.logits.float().transpose(1, 2), labels, ignore_index=-100)
+
+
 class Batches:
     """This rank's micro-batches from the loader, padded or packed, with a resumable state."""
 
@@ -58,20 +69,20 @@ class Batches:
         self.causal, self.eos, self.bos = causal, eos, bos
         self.pending: list[Example] = []  # packing: drawn examples that did not fit the last batch
 
-    def next(self, device) -> tuple[torch.Tensor | dict, float, bool]:
-        """(model inputs, real tokens, packed?) of the next micro-batch."""
+    def next(self, device) -> tuple[packing.PackedBatch | dict, flops.Moments, bool]:
+        """(model inputs on `device`, the examples' lengths, packed?) of the next micro-batch. The
+        lengths (real tokens = src + tgt, and what model FLOPs need) are read on the host, before the
+        copy: reading them from GPU tensors would stall the host on the GPU every micro-batch."""
         m = self.cfg.model
         if self.cfg.train.packing:
             rows, self.pending = packing.fill_rows(self.loader.next, self.pending, self.micro,
                                                    m.max_source_length, m.max_target_length)
-            pb = packing.to_device(packing.pack_examples(rows, self.pad, self.start), device)
-            return pb, float((pb.enc_segments > 0).sum() + (pb.dec_segments > 0).sum()), True
+            pb = packing.pack_examples(rows, self.pad, self.start)
+            return packing.to_device(pb, device), flops.batch_moments(pb, packed=True, causal=False), True
         rows = [(e.input_ids, e.labels) for e in self.loader.batch(self.micro)]
-        if self.causal:  # one sequence per example: its real tokens are the attended ones
-            batch = {k: v.to(device) for k, v in collate_causal(rows, self.pad, self.eos, self.bos).items()}
-            return batch, float(batch["attention_mask"].sum()), False
-        batch = {k: v.to(device) for k, v in collate(rows, self.pad).items()}
-        return batch, float(batch["attention_mask"].sum() + (batch["labels"] != -100).sum()), False
+        batch = collate_causal(rows, self.pad, self.eos, self.bos) if self.causal else collate(rows, self.pad)
+        moments = flops.batch_moments(batch, packed=False, causal=self.causal)
+        return {k: v.to(device) for k, v in batch.items()}, moments, False
 
     def state_dict(self) -> dict:
         return {"loader": self.loader.state_dict(), "pending": [list(e.key) for e in self.pending]}

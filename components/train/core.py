@@ -51,10 +51,18 @@ def resolve_device(train: TrainConfig) -> str:
     return train.device
 
 
+def _bf16_gpu() -> bool:
+    """Whether the visible GPU computes bf16 (Ampere and later; DeepSpeed refuses it on V100/T4). A pod
+    that only submits to Kubeflow Trainer sees no GPU: it assumes the cluster's GPUs do."""
+    import torch
+
+    return not torch.cuda.is_available() or torch.cuda.is_bf16_supported()
+
+
 def deepspeed_config(train: TrainConfig, device: str) -> dict:
     """The DeepSpeed JSON made from TrainConfig. No optimizer section: the worker passes AdamW,
     because a config optimizer makes DeepSpeed compile fused Adam (~60 s)."""
-    bf16 = train.precision == "bf16" or (train.precision == "auto" and device == "cuda")
+    bf16 = train.precision == "bf16" or (train.precision == "auto" and device == "cuda" and _bf16_gpu())
     warmup = min(train.warmup_steps, train.max_steps)
     return {
         "train_micro_batch_size_per_gpu": train.micro_batch_size,
@@ -238,7 +246,9 @@ def run_train(cfg: MixtuneConfig, shards_uri: str, artifact_root: str, pipeline_
         import torch
 
         if nproc > torch.cuda.device_count():
-            raise ValueError(f"train.num_processes={nproc} but only {torch.cuda.device_count()} GPUs are visible")
+            raise ValueError(f"train.num_processes={nproc} but only {torch.cuda.device_count()} GPU(s) are visible: "
+                             f"set train.num_processes to at most that (one process per GPU; e.g. "
+                             f"--set train.num_processes={torch.cuda.device_count()}), or train.device: cpu")
     ds_config = effective_deepspeed_config(cfg.train, device)
     with tempfile.TemporaryDirectory(prefix="mixtune-train-") as tmp, step_run(cfg, pipeline_run, "train") as run:
         work = Path(tmp)

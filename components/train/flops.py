@@ -19,10 +19,11 @@ from dataclasses import dataclass
 import torch
 
 # Dense bf16/fp16 tensor-core peaks per GPU, TFLOP/s, from NVIDIA's data sheets (without sparsity).
-# Matched against torch.cuda.get_device_name(); the first key found in the name wins.
+# Matched against torch.cuda.get_device_name(); the first key found in the name wins, so a longer
+# name comes before its prefix ("L40S", "L40", then "L4").
 PEAK_TFLOPS = {
     "H200": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.4, "H800": 989.4,
-    "A100": 312.0, "A800": 312.0, "L40S": 362.1, "L4": 121.0, "A10G": 70.0, "A10": 125.0,
+    "A100": 312.0, "A800": 312.0, "L40S": 362.1, "L40": 181.0, "L4": 121.0, "A10G": 70.0, "A10": 125.0,
 }
 
 

@@ -26,7 +26,7 @@ from components.common.config import MixtuneConfig
 from components.common.hf import local_copy
 from components.common.storage import COMPLETE_MARKER, Store, join
 from components.train import checkpoint, flops, loader as loader_lib, model as model_lib, packing
-from components.train.batches import Batches
+from components.train.batches import Batches, seq2seq_loss
 
 SIGTERM_EXIT = 143  # 128 + SIGTERM: the conventional "terminated" status
 
@@ -169,17 +169,23 @@ def main(argv: list[str] | None = None) -> None:
     started = window_start = time.time()
     seconds_before = state["train_seconds"]
     torch.manual_seed(step_seed(tc.seed, rank, step))
+    base = model_lib.unwrap(engine.module)
+    # The loss sum stays on the device until a log line or checkpoint needs it: loss.item() every
+    # micro-batch would make the host wait for the GPU before it builds the next batch.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     while step < max_steps:
-        inputs, real_tokens, packed = batches.next(device)
-        loss = (packing.token_loss(packing.packed_forward(engine, inputs), inputs) if packed
-                else engine(**inputs).loss)
+        inputs, lengths, packed = batches.next(device)
+        if packed:
+            loss = packing.token_loss(packing.packed_forward(engine, inputs), inputs)
+        else:  # a causal LM's own loss is already taken in fp32
+            loss = engine(**inputs).loss if causal else seq2seq_loss(engine, base, inputs)
         engine.backward(loss)
         engine.step()
+        loss_sum += loss.detach()
         window = state["window"]
-        window[0] += loss.item()
         window[1] += 1
-        window[2] += real_tokens
-        window[3] += flop_model.train(flops.batch_moments(inputs, packed, causal))
+        window[2] += lengths.src + lengths.tgt
+        window[3] += flop_model.train(lengths)
         if engine.global_steps == step:
             continue  # still accumulating gradients
         step = engine.global_steps
@@ -187,12 +193,13 @@ def main(argv: list[str] | None = None) -> None:
         pbar.update(1)
         if step == 1 or step % tc.log_every == 0 or step == max_steps:
             # A collective: every rank reaches it at the same step, so it cannot deadlock.
-            loss_sum, micro_count, tokens, model_flops = reduce(window, device)
+            window[0], loss_sum = window[0] + loss_sum.item(), torch.zeros_like(loss_sum)
+            loss_total, micro_count, tokens, model_flops = reduce(window, device)
             elapsed = time.time() - window_start
             state["tokens_total"] += tokens
             state["flops_total"] += model_flops
             tflops = model_flops / max(elapsed, 1e-9) / world / 1e12  # per device
-            entry = {"step": step, "loss": loss_sum / micro_count, "lr": engine.get_lr()[0],
+            entry = {"step": step, "loss": loss_total / micro_count, "lr": engine.get_lr()[0],
                      "tokens_per_second": tokens / max(elapsed, 1e-9), "tokens_seen": state["tokens_total"],
                      "model_tflops_per_device": tflops, **({"mfu": tflops / peak} if peak else {})}
             state["history"].append(entry)
@@ -203,7 +210,9 @@ def main(argv: list[str] | None = None) -> None:
             state["window"], window_start = [0.0] * 4, time.time()
         terminated = reduce([float(stop["term"])], device, dist.ReduceOp.MAX)[0] > 0
         due = tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < max_steps
-        if due or terminated:
+        if due or terminated:  # the checkpoint carries the open window's loss as a number
+            state["window"][0] += loss_sum.item()
+            loss_sum = torch.zeros_like(loss_sum)
             state["train_seconds"] = seconds_before + time.time() - started
             uri = checkpoint.save(engine, store, ckpt_root, step, {"mixtune": state, "batches": batches.state_dict()},
                                   ckpt_dir, tc.checkpoint_keep, local_rank, frozen=not tc.lora.enabled)

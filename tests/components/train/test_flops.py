@@ -72,6 +72,7 @@ def test_peak_lookup_by_gpu_name():
     assert flops.peak_tflops("NVIDIA H200") == 989.4
     assert flops.peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
     assert flops.peak_tflops("NVIDIA L40S") == 362.1 and flops.peak_tflops("NVIDIA L4") == 121.0
+    assert flops.peak_tflops("NVIDIA L40") == 181.0
     assert flops.peak_tflops("Some Future GPU") is None
     cpu = torch.device("cpu")
     assert flops.device_peak_tflops(cpu, "bf16", None) is None  # no standard CPU peak

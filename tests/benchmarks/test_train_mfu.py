@@ -1,0 +1,56 @@
+"""The MFU benchmark runs end to end on CPU (tiny shape), and its figures hang together."""
+import importlib.util
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "train_mfu.py"
+spec = importlib.util.spec_from_file_location("train_mfu_benchmark", PATH)
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+@pytest.fixture
+def tokens(tmp_path):
+    rng = random.Random(0)  # lengths spread like chats and summaries, so padding wastes something
+    examples = [([rng.randrange(3, 32000) for _ in range(rng.randint(20, 400))] + [1],
+                 [rng.randrange(3, 32000) for _ in range(rng.randint(5, 60))] + [1]) for _ in range(120)]
+    path = tmp_path / "tokens.npz"
+    bench.save_tokens(path, examples)
+    return path, examples
+
+
+def test_token_file_round_trips(tokens):
+    path, examples = tokens
+    assert bench.load_tokens(path) == examples
+
+
+def test_packed_and_padded_on_cpu_with_a_given_peak(tokens, tmp_path, capsys):
+    path, _ = tokens
+    out = tmp_path / "result.json"
+    bench.main(["--tokens", str(path), "--shape", "tiny", "--examples", "120", "--batch", "6", "--steps", "3",
+                "--warmup", "1", "--peak-tflops", "0.5", "--out", str(out)])
+    r = json.loads(out.read_text())
+    assert r["precision"] == "fp32" and r["device"].startswith("cpu") and r["peak_tflops"] == 0.5
+    padded, packed = r["modes"]["padded"], r["modes"]["packed"]
+    assert packed["real_share"] > padded["real_share"]  # packing wastes fewer positions
+    for m in (padded, packed):
+        assert m["tokens_per_second"] > 0 and math.isfinite(m["last_loss"])
+        assert m["mfu"] == pytest.approx(m["model_tflops"] / 0.5)
+        assert m["computed_tflops"] > m["model_tflops"]  # padding and cross-example attention are computed too
+    assert r["packed_over_padded"] == pytest.approx(packed["tokens_per_second"] / padded["tokens_per_second"])
+    printed = capsys.readouterr().out
+    assert "| packed |" in printed and "command: python benchmarks/train_mfu.py --tokens" in printed
+
+
+def test_no_peak_on_cpu_means_no_mfu(tokens, tmp_path):
+    path, _ = tokens
+    out = tmp_path / "result.json"
+    bench.main(["--tokens", str(path), "--shape", "tiny", "--examples", "60", "--batch", "4", "--steps", "1",
+                "--warmup", "0", "--precision", "bf16", "--out", str(out)])
+    r = json.loads(out.read_text())
+    assert r["precision"] == "bf16" and r["peak_tflops"] is None
+    assert all(m["mfu"] is None for m in r["modes"].values())
