@@ -1,13 +1,14 @@
 """Load Hugging Face models and tokenizers from S3 URIs, local paths or hub ids.
 
 A model or tokenizer written by a step is a `save_pretrained` directory in S3; it is copied into
-a local cache keyed by its URI and loaded from there. Only safetensors weights are accepted: a
-directory holding only pickled weights (pytorch_model.bin, *.pt) is refused before anything reads it,
-since unpickling runs whatever code the pickle names.
+a local cache keyed by its URI and its objects' ETags, and loaded from there. Only safetensors
+weights are accepted: a directory holding only pickled weights (pytorch_model.bin, *.pt) is refused
+before anything reads it, since unpickling runs whatever code the pickle names.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -32,7 +33,10 @@ def local_copy(ref: str, store: Store) -> str:
         return local_copy(found.uri, store)
     if not ref.startswith("s3://"):
         return ref
-    target = cache_dir() / "objects" / hashlib.sha256(ref.encode()).hexdigest()[:24]
+    # Keyed by what is there now (keys, sizes, ETags), not only by the prefix: a prefix written again
+    # (a retried train step, a test rerun) must not be served from an older download.
+    listing = json.dumps([ref, [[uri, size, etag] for uri, size, etag in store.list_meta(ref)]])
+    target = cache_dir() / "objects" / hashlib.sha256(listing.encode()).hexdigest()[:24]
     done = target / ".complete"
     if not done.exists():
         store.download_dir(ref, target)

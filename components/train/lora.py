@@ -98,11 +98,15 @@ def trainable_summary(model: torch.nn.Module) -> dict:
     return {"trainable": trainable, "total": total, "fraction": trainable / total if total else 0.0}
 
 
-def merged_state_dict(model) -> dict[str, torch.Tensor]:
+def merged_state_dict(model, base_weights: dict[str, torch.Tensor] | None = None,
+                      masters: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The base model's state dict (CPU copies) in plain transformers names, with every adapter added
     into its layer's weight. Leaves the model untouched, so it is safe inside ZeRO-3's
     GatheredParameters; save it with `model.get_base_model().save_pretrained(dir, state_dict=...)`
-    (model_lib.save_model(model.get_base_model(), tokenizer, dir, state_dict=...))."""
+    (model_lib.save_model(model.get_base_model(), tokenizer, dir, state_dict=...)).
+
+    base_weights: the base as loaded (plain names), used instead of the module's copy, which DeepSpeed
+    bf16 rounded; masters: fp32 adapter weights by the peft model's parameter names (fp32_masters)."""
     from peft.tuners.lora import LoraLayer
 
     base = model.get_base_model()
@@ -116,7 +120,9 @@ def merged_state_dict(model) -> dict[str, torch.Tensor]:
         if tensor.numel() and (tensor.data_ptr(), tuple(tensor.shape)) in seen:
             continue
         seen.add((tensor.data_ptr(), tuple(tensor.shape)))
-        merged[key.replace(".base_layer.", ".")] = tensor.detach().to("cpu", copy=True)
+        plain = key.replace(".base_layer.", ".")
+        source = base_weights[plain] if base_weights is not None and plain in base_weights else tensor
+        merged[plain] = source.detach().to("cpu", copy=True)
     for name, layer in base.named_modules():
         if not isinstance(layer, LoraLayer):
             continue
@@ -126,9 +132,19 @@ def merged_state_dict(model) -> dict[str, torch.Tensor]:
         weight = merged[key].float()  # add in fp32: a bf16 sum would round the small deltas away
         for adapter in layer.active_adapters:
             if adapter in layer.lora_A and adapter not in layer.merged_adapters:
-                weight += layer.get_delta_weight(adapter).detach().float().cpu()
+                weight += _delta(model, name, layer, adapter, masters or {})
         merged[key] = weight.to(merged[key].dtype)
     return merged
+
+
+def _delta(model, name: str, layer, adapter: str, masters: dict[str, torch.Tensor]) -> torch.Tensor:
+    """B @ A x scaling in fp32, from the fp32 masters when there are (peft would multiply bf16 copies)."""
+    prefix = f"base_model.model.{name}"
+    a, b = (masters.get(f"{prefix}.lora_{x}.{adapter}.weight") for x in ("A", "B"))
+    if a is None or b is None:
+        return layer.get_delta_weight(adapter).detach().float().cpu()
+    delta = (b @ a) * layer.scaling[adapter]
+    return delta.T if layer.fan_in_fan_out else delta  # GPT-2's Conv1D stores weights transposed
 
 
 def merged_for_export(model):
@@ -139,10 +155,12 @@ def merged_for_export(model):
     return model.merge_and_unload()
 
 
-def adapter_state(model) -> dict[str, torch.Tensor]:
+def adapter_state(model, masters: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The adapter weights alone (CPU copies), named as in the peft model's own state_dict: the subset
-    that `save_adapter(model, dir, state_dict=...)` writes. Take it inside the gather under ZeRO-3."""
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if ".lora_" in k}
+    that `save_adapter(model, dir, state_dict=...)` writes; fp32 masters where given. Take it inside
+    the gather under ZeRO-3."""
+    masters = masters or {}
+    return {k: masters.get(k, v).detach().cpu().clone() for k, v in model.state_dict().items() if ".lora_" in k}
 
 
 def save_adapter(model, out_dir: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:

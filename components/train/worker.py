@@ -240,12 +240,14 @@ def main(argv: list[str] | None = None) -> None:
 
 def save_and_upload(engine, job: dict, cfg: MixtuneConfig, rank: int, model_path: str, tokenizer_path: str,
                     work: Path, result: dict) -> None:
-    """Consolidate the weights (ZeRO-3 shards them across ranks), save on rank 0, upload, mark done."""
+    """Consolidate the weights (ZeRO-3 shards them across ranks), save on rank 0, upload, mark done.
+    Under bf16 the export is the fp32 masters (and, with LoRA, the base as loaded), in an fp32 config."""
     import deepspeed
     from transformers import AutoTokenizer
 
     out = job["output_uri"]
     model_dir = work / "model"
+    masters = model_lib.fp32_masters(engine)
     params = list(engine.module.parameters())
     gather = engine.zero_optimization_stage() == 3
     # Every rank must enter the gather (it is a collective); only rank 0 writes.
@@ -256,9 +258,14 @@ def save_and_upload(engine, job: dict, cfg: MixtuneConfig, rank: int, model_path
             if lora_on:  # merged copies, so this works with ZeRO-3's gathered parameters too
                 from components.train import lora
 
-                merged, adapter = lora.merged_state_dict(engine.module), lora.adapter_state(engine.module)
+                # DeepSpeed bf16 cast the frozen base in place: merge onto the fp32 base as loaded.
+                base = (model_lib.load_model(model_path, job.get("architecture", "seq2seq")).state_dict()
+                        if masters else None)
+                merged = lora.merged_state_dict(engine.module, base, masters)
+                adapter = lora.adapter_state(engine.module, masters)
             else:
-                model_lib.save_model(engine.module, AutoTokenizer.from_pretrained(tokenizer_path), model_dir)
+                model_lib.save_model(engine.module, AutoTokenizer.from_pretrained(tokenizer_path), model_dir,
+                                     state_dict=model_lib.with_masters(engine.module, masters))
     if rank == 0 and lora_on:
         model_lib.save_model(engine.module.get_base_model(), AutoTokenizer.from_pretrained(tokenizer_path),
                              model_dir, state_dict=merged)

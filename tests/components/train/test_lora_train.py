@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file
 
 from components.common.hf import load_model
@@ -53,3 +54,20 @@ def test_lora_zero3_two_ranks_exports_merged_and_resumes_exactly(tiny_config, st
     again = weights(store, rerun.model_uri, tmp_path / "again")
     worst = max(float((again[k] - straight[k]).abs().max()) for k in straight)
     assert worst == 0.0, f"resumed LoRA weights differ by up to {worst}"
+
+
+def test_lora_bf16_export_keeps_the_fp32_base(tiny_config, store, shards_uri, tmp_path):
+    """DeepSpeed bf16 casts the frozen base in place; the merged export must hold the base as loaded."""
+    train = tiny_config.train.model_copy(update={
+        "num_processes": 2, "zero_stage": 2, "max_steps": 6, "checkpoint_every": 0, "log_every": 3,
+        "micro_batch_size": 4, "learning_rate": 1e-2, "precision": "bf16",
+        "lora": tiny_config.train.lora.model_copy(update={"enabled": True, "r": 4, "alpha": 8})})
+    cfg = tiny_config.model_copy(update={"train": train})
+    result = run_train(cfg, shards_uri, join(store.root, "runs", "lora-bf16"), "p1")
+    merged = weights(store, result.model_uri, tmp_path / "merged")
+    base = weights(store, result.base_model_uri, tmp_path / "base")
+    assert {t.dtype for t in merged.values()} == {torch.float32}
+    untouched = [k for k in merged if k.rsplit(".", 2)[-2] not in {"q", "k", "v", "o"}]
+    assert untouched and all((merged[k] == base[k]).all() for k in untouched)  # not rounded to bf16
+    changed = [k for k in merged if not (merged[k] == base[k]).all()]
+    assert changed and all(k.rsplit(".", 2)[-2] in {"q", "k", "v", "o"} for k in changed), changed

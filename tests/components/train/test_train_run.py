@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+import torch
 from kfp.dsl import Metrics
 from mlflow.tracking import MlflowClient
 
@@ -105,6 +106,15 @@ def test_zero3_bf16_grad_accumulation_through_the_component(tiny_config, store, 
                          tokens_per_second=m["tokens_per_second"])
     check_run(cfg, store, root, result, 20)
     assert store.get_json(join(root, "train", "deepspeed_config.json"))["bf16"] == {"enabled": True}
+    # The export is the optimizer's fp32 masters (gathered from ZeRO-3 partitions), not the module's bf16
+    # copies: fp32 tensors, most of whose values a bf16 number could not hold.
+    from safetensors.torch import load_file
+
+    weights = load_file(store.get_file(join(result.model_uri, "model.safetensors"), tmp_path / "w.safetensors"))
+    assert {t.dtype for t in weights.values()} == {torch.float32}
+    q = weights["encoder.block.0.layer.0.SelfAttention.q.weight"]
+    assert (q != q.bfloat16().float()).float().mean() > 0.9
+    assert load_model(result.model_uri, store).dtype == torch.float32  # the config says fp32 too
 
 
 def test_checksum_mismatch_names_the_shard(tiny_config, store, shards_uri):
