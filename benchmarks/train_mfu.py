@@ -80,7 +80,11 @@ def build_model(shape: str, dtype: torch.dtype, device: torch.device, attn: str)
     cfg = T5Config(vocab_size=32128, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
                    pad_token_id=PAD, eos_token_id=1, decoder_start_token_id=PAD, dropout_rate=0.1, **SHAPES[shape])
     torch.manual_seed(0)
-    return T5ForConditionalGeneration._from_config(cfg, attn_implementation=attn).to(device=device, dtype=dtype).train()
+    model = T5ForConditionalGeneration._from_config(cfg, attn_implementation=attn)
+    # FLAN-T5's head is its own matrix; transformers 5 ties every T5 built from a config (checkpoints
+    # with a distinct head load untied), so untie it: flan-t5-base then has its 247.6 M parameters.
+    model.lm_head.weight = torch.nn.Parameter(model.shared.weight.detach().clone())
+    return model.to(device=device, dtype=dtype).train()
 
 
 class Ex:  # what fill_rows reads

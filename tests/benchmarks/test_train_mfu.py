@@ -54,3 +54,11 @@ def test_no_peak_on_cpu_means_no_mfu(tokens, tmp_path):
     r = json.loads(out.read_text())
     assert r["precision"] == "bf16" and r["peak_tflops"] is None
     assert all(m["mfu"] is None for m in r["modes"].values())
+
+
+@pytest.mark.parametrize("shape,params", [("flan-t5-small", 76_961_152), ("flan-t5-base", 247_577_856)])
+def test_shapes_have_the_published_checkpoints_parameter_counts(shape, params):
+    import torch
+
+    model = bench.build_model(shape, torch.float32, torch.device("cpu"), "sdpa")
+    assert sum(p.numel() for p in model.parameters()) == params  # untied head included
