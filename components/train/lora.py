@@ -106,7 +106,7 @@ def merged_state_dict(model, base_weights: dict[str, torch.Tensor] | None = None
     (model_lib.save_model(model.get_base_model(), tokenizer, dir, state_dict=...)).
 
     base_weights: the base as loaded (plain names), used instead of the module's copy, which DeepSpeed
-    bf16 rounded; masters: fp32 adapter weights by the peft model's parameter names (fp32_masters)."""
+    bf16 rounded; masters: fp32 adapter weights by the peft model's parameter names (export.fp32_masters)."""
     from peft.tuners.lora import LoraLayer
 
     base = model.get_base_model()

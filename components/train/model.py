@@ -119,29 +119,3 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def fp32_masters(engine) -> dict[str, torch.Tensor]:
-    """The optimizer's fp32 master copy of each trained weight (CPU), by parameter name; empty when
-    training was fp32. Under bf16 the module holds bf16 copies: exporting those would round every
-    weight, and every retraining round of the champion would round again. A collective: every rank
-    calls it (ZeRO 1-3 partition the masters)."""
-    if not engine.bfloat16_enabled():
-        return {}
-    from deepspeed.utils import safe_get_full_fp32_param
-
-    out = {}
-    for name, p in engine.module.named_parameters():
-        full = safe_get_full_fp32_param(p) if p.requires_grad else None
-        if full is not None:
-            out[name] = full.detach().float().cpu()
-    return out
-
-
-def with_masters(module, masters: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
-    """module.state_dict() with every trained weight replaced by its fp32 master; tied names (T5's
-    shared / embed_tokens / lm_head) share one tensor, as save_pretrained expects. None = no masters."""
-    if not masters:
-        return None
-    by_storage = {p.data_ptr(): masters[n] for n, p in module.named_parameters() if n in masters}
-    return {k: by_storage.get(v.data_ptr(), v).detach().cpu() for k, v in module.state_dict().items()}

@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from components.common.config import MixtuneConfig
 from components.common.hf import local_copy
-from components.common.storage import COMPLETE_MARKER, Store, join
-from components.train import checkpoint, flops, loader as loader_lib, model as model_lib, packing
+from components.common.storage import Store
+from components.train import checkpoint, export, flops, loader as loader_lib, model as model_lib, packing
 from components.train.batches import Batches, seq2seq_loss
 
 SIGTERM_EXIT = 143  # 128 + SIGTERM: the conventional "terminated" status
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     train_seconds = seconds_before + time.time() - started
     counts = loader.counts()
     tflops = state["flops_total"] / max(train_seconds, 1e-9) / world / 1e12
-    save_and_upload(engine, job, cfg, rank, model_path, tokenizer_path, work, {
+    export.save_and_upload(engine, job, cfg, rank, model_path, tokenizer_path, work, {
         "steps": step, "first_loss": state["history"][0]["loss"], "final_loss": state["history"][-1]["loss"],
         "train_seconds": train_seconds, "tokens_seen": int(state["tokens_total"]),
         "tokens_per_second": state["tokens_total"] / max(train_seconds, 1e-9), "world_size": world,
@@ -236,48 +236,6 @@ def main(argv: list[str] | None = None) -> None:
         "samples_per_stream": counts, "history": state["history"],
     })
     dist.destroy_process_group()  # no barrier: other ranks need not wait for rank 0's upload
-
-
-def save_and_upload(engine, job: dict, cfg: MixtuneConfig, rank: int, model_path: str, tokenizer_path: str,
-                    work: Path, result: dict) -> None:
-    """Consolidate the weights (ZeRO-3 shards them across ranks), save on rank 0, upload, mark done.
-    Under bf16 the export is the fp32 masters (and, with LoRA, the base as loaded), in an fp32 config."""
-    import deepspeed
-    from transformers import AutoTokenizer
-
-    out = job["output_uri"]
-    model_dir = work / "model"
-    masters = model_lib.fp32_masters(engine)
-    params = list(engine.module.parameters())
-    gather = engine.zero_optimization_stage() == 3
-    # Every rank must enter the gather (it is a collective); only rank 0 writes.
-    lora_on = cfg.train.lora.enabled
-    merged = adapter = None
-    with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=gather):
-        if rank == 0:
-            if lora_on:  # merged copies, so this works with ZeRO-3's gathered parameters too
-                from components.train import lora
-
-                # DeepSpeed bf16 cast the frozen base in place: merge onto the fp32 base as loaded.
-                base = (model_lib.load_model(model_path, job.get("architecture", "seq2seq")).state_dict()
-                        if masters else None)
-                merged = lora.merged_state_dict(engine.module, base, masters)
-                adapter = lora.adapter_state(engine.module, masters)
-            else:
-                model_lib.save_model(engine.module, AutoTokenizer.from_pretrained(tokenizer_path), model_dir,
-                                     state_dict=model_lib.with_masters(engine.module, masters))
-    if rank == 0 and lora_on:
-        model_lib.save_model(engine.module.get_base_model(), AutoTokenizer.from_pretrained(tokenizer_path),
-                             model_dir, state_dict=merged)
-        lora.save_adapter(engine.module, work / "adapter", state_dict=adapter)
-    if rank != 0:
-        return
-    store = Store(cfg.storage)
-    if cfg.train.lora.enabled:
-        store.upload_dir(work / "adapter", join(out, "adapter"))
-    store.upload_dir(model_dir, join(out, "model"))
-    store.put_bytes(join(out, "train_log.json"), json.dumps(result, indent=2).encode())
-    store.put_json(join(out, "model", COMPLETE_MARKER), {"steps": result["steps"], "final_loss": result["final_loss"]})
 
 
 if __name__ == "__main__":
