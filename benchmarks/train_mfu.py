@@ -7,8 +7,8 @@
 
 Data: DialogSum + SAMSum dialogues -> summaries, real 32k T5 tokenizer, inputs <= 512 tokens, targets
 <= 128 (packing_throughput.load_pairs), in one shuffled order for both modes:
-- padded: --batch examples per step, padded to the longest in the batch (batches.collate, the train
-  step's padded path);
+- padded: --batch examples per step, padded to the longest in the batch (batches.collate and
+  batches.seq2seq_loss, the train step's padded path);
 - packed: rows of 512/128 tokens filled online from the same stream (packing.fill_rows, as training
   packs), --rows rows per step (0 = the padded mode's tokens per step), block-diagonal masks.
 Both start from the same weights; the steps alternate padded/packed, so load hits both alike.
@@ -28,6 +28,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -36,8 +37,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from components.train import flops  # noqa: E402
-from components.train.batches import collate  # noqa: E402
-from components.train.packing import pack_examples, packed_forward, to_device, token_loss  # noqa: E402
+from components.train.batches import collate, seq2seq_loss  # noqa: E402
+from components.train.packing import fill_rows, pack_examples, packed_forward, to_device, token_loss  # noqa: E402
 
 MAX_SRC, MAX_TGT, PAD = 512, 128, 0
 # google/flan-t5-* shapes (config.json of each): T5 v1.1 with gated GELU, untied head, 32128 ids
@@ -87,22 +88,16 @@ def build_model(shape: str, dtype: torch.dtype, device: torch.device, attn: str)
     return model.to(device=device, dtype=dtype).train()
 
 
-class Ex:  # what fill_rows reads
-    def __init__(self, key, input_ids, labels):
-        self.key, self.input_ids, self.labels = key, input_ids, labels
-
-
 def make_batches(examples, batch: int, rows: int, steps: int):
     """`steps` padded batches of `batch` examples and `steps` packed batches of `rows` rows, from one
     shuffled stream each (the packed stream wraps around if the rows outrun the data)."""
-    from components.train.packing import fill_rows
-
     order = list(range(len(examples)))
     random.Random(1).shuffle(order)
     padded = [collate([examples[i] for i in order[k * batch:(k + 1) * batch]], PAD) for k in range(steps)]
     if len(order) < steps * batch:
         raise SystemExit(f"{len(order)} examples are too few for {steps} steps of {batch}: raise --examples")
-    stream = (Ex(i, *examples[i]) for _ in range(100) for i in order)
+    # what fill_rows reads of a loader Example (the loader itself needs boto3, which a bare GPU box lacks)
+    stream = (SimpleNamespace(key=i, input_ids=examples[i][0], labels=examples[i][1]) for _ in range(100) for i in order)
     packed, pending = [], []
     for _ in range(steps):
         got, pending = fill_rows(lambda: next(stream), pending, rows, MAX_SRC, MAX_TGT)
@@ -124,7 +119,7 @@ def step_fn(model, opt, device, packed: bool):
             b = to_device(batch, device)
             loss = token_loss(packed_forward(model, b), b)
         else:
-            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+            loss = seq2seq_loss(model, model, {k: v.to(device) for k, v in batch.items()})  # the train step's loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -173,9 +168,10 @@ def run(args) -> dict:
             s["seconds"] += time.perf_counter() - start
             m = flops.batch_moments(b, packed, causal=False)
             s["real"] += int(m.src + m.tgt)
-            s["computed"] += b.input_ids.numel() + b.labels.numel() if packed else b["input_ids"].numel() + b["labels"].numel()
+            computed = computed_moments(b, packed)
+            s["computed"] += int(computed.src + computed.tgt)
             s["flops"] += fm.train(m)
-            s["hw_flops"] += fm.train(computed_moments(b, packed))
+            s["hw_flops"] += fm.train(computed)
             s["loss"] = float(loss.detach())
     out = {"shape": args.shape, "params_m": sum(p.numel() for p in models["padded"][0].parameters()) / 1e6,
            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",

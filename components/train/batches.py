@@ -3,12 +3,16 @@ loader, with a state that a checkpoint carries (the loader's counters and any ex
 yet packed)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
-from components.common.config import MixtuneConfig
 from components.train import flops, packing
-from components.train.loader import Example
+
+if TYPE_CHECKING:  # annotations only: the collators and loss run where pydantic and boto3 are absent
+    from components.common.config import MixtuneConfig
+    from components.train.loader import Example
 
 
 def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:

@@ -62,3 +62,14 @@ def test_shapes_have_the_published_checkpoints_parameter_counts(shape, params):
 
     model = bench.build_model(shape, torch.float32, torch.device("cpu"), "sdpa")
     assert sum(p.numel() for p in model.parameters()) == params  # untied head included
+
+
+def test_imports_only_what_a_bare_gpu_box_has():
+    """The device image has torch, transformers and numpy, not pydantic, boto3 or mlflow."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import train_mfu; "
+            "print(sorted({'pydantic', 'boto3', 'mlflow', 'deepspeed', 'kfp'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=PATH.parents[1], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
