@@ -113,17 +113,35 @@ def cmd_infer(args) -> int:
 
 
 def _alias_change(args, action) -> int:
+    """Move the champion alias; with serve.kubernetes.enabled, roll the InferenceService to it too (a
+    local `mixtune serve` follows the alias by itself)."""
     from components.register.aliases import AliasError
     from pipelines.local import local_services
 
     try:
         with local_services(_config(args), args.workdir, embedded_s3=not args.external_s3) as cfg:
             change = action(cfg)
+            print(f"{change.model_name}: champion v{change.before or '-'} → v{change.after}"
+                  f"{' (forced)' if change.forced else ''}\n  {change.reason}")
+            if cfg.serve.kubernetes.enabled:
+                return _redeploy(cfg, change.after, args.command)
     except AliasError as e:
         print(f"mixtune {args.command}: {e}", file=sys.stderr)
         return 1
-    print(f"{change.model_name}: champion v{change.before or '-'} → v{change.after}"
-          f"{' (forced)' if change.forced else ''}\n  {change.reason}")
+    return 0
+
+
+def _redeploy(cfg: MixtuneConfig, version: str, command: str) -> int:
+    from components.deploy.core import DeployError, redeploy
+
+    k = cfg.serve.kubernetes
+    try:
+        result = redeploy(cfg, version)
+    except DeployError as e:
+        print(f"mixtune {command}: the alias moved, but InferenceService {k.namespace}/{k.name} does not serve "
+              f"v{version}: {e}", file=sys.stderr)
+        return 1
+    print(f"  InferenceService {k.namespace}/{k.name} serves v{result.version} ({result.url or result.model_uri})")
     return 0
 
 
@@ -137,6 +155,83 @@ def cmd_rollback(args) -> int:
     from components.register.aliases import rollback
 
     return _alias_change(args, lambda cfg: rollback(cfg, reason=args.reason))
+
+
+def _existing_sqlite(cfg: MixtuneConfig) -> str | None:
+    """The error to show when the config's SQLite registry does not exist (nothing was ever run here)."""
+    uri = cfg.tracking.uri
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        return (f"no MLflow database at {uri[len('sqlite:///'):]} (tracking.uri): nothing has been registered "
+                "here; run `make demo` (or `mixtune run --local`) first, or pass the --config/--workdir it used")
+    return None
+
+
+def cmd_serve(args) -> int:
+    """Serve the champion (serve.model) online, following its alias, from the state of `run --local`."""
+    from components.common import tracking
+    from components.serve.server import build_server, run_server
+    from pipelines.local import local_services
+
+    cfg = _config(args)
+    with local_services(cfg, args.workdir, embedded_s3=not args.external_s3) as cfg:
+        missing = _existing_sqlite(cfg)
+        if missing:
+            print(f"mixtune serve: {missing}", file=sys.stderr)
+            return 1
+        tracking.connect(cfg)
+        parts = build_server(cfg, Path(args.workdir).resolve() / "serve-cache")
+        run_server(parts, args.host or cfg.serve.host, cfg.serve.port if args.port is None else args.port)
+    return 0
+
+
+def cmd_package_model(args) -> int:
+    """Make registered versions MLflow models in place (versions registered before they were)."""
+    from components.common.storage import IncompleteModelError
+    from components.register.package import PackageError, package_all, package_version
+    from pipelines.local import local_services
+
+    with local_services(_config(args), args.workdir, embedded_s3=not args.external_s3) as cfg:
+        missing = _existing_sqlite(cfg)
+        if missing:
+            print(f"mixtune package-model: {missing}", file=sys.stderr)
+            return 1
+        try:
+            done = (package_all(cfg, args.rewrite) if args.all
+                    else [package_version(cfg, args.version, args.rewrite)])
+        except (PackageError, IncompleteModelError) as e:
+            print(f"mixtune package-model: {e}", file=sys.stderr)
+            return 1
+    for p in done:
+        print(f"{cfg.registry.model_name} v{p.version}: {p.action} ({p.model_uri}/MLmodel)")
+    return 0
+
+
+def cmd_exec(args) -> int:
+    """Run a command with the state folder's services up and MLflow pointed at them (MLFLOW_TRACKING_URI,
+    MLFLOW_S3_ENDPOINT_URL and the embedded S3 server's keys in its environment), e.g. mlflow models serve."""
+    import os
+    import subprocess
+
+    from pipelines.local import local_services
+
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not command:
+        print("mixtune exec: give a command after --, e.g. mixtune exec -- mlflow models serve -m "
+              "models:/mixtune-summarizer@champion --env-manager local", file=sys.stderr)
+        return 2
+    with local_services(_config(args), args.workdir, embedded_s3=not args.external_s3) as cfg:
+        # mixtune's own environment first on PATH (mlflow models serve runs `uvicorn` from it).
+        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        env = {**os.environ, "MLFLOW_TRACKING_URI": cfg.tracking.uri, "PATH": path}
+        if cfg.storage.endpoint_url:
+            env["MLFLOW_S3_ENDPOINT_URL"] = cfg.storage.endpoint_url
+        try:
+            return subprocess.run(command, env=env).returncode
+        except FileNotFoundError:
+            print(f"mixtune exec: command not found: {command[0]}", file=sys.stderr)
+            return 127
+        except KeyboardInterrupt:
+            return 130
 
 
 def cmd_sample(args) -> int:
@@ -210,6 +305,31 @@ def parser() -> argparse.ArgumentParser:
     prom.set_defaults(func=cmd_promote)
     roll = with_registry(sub.add_parser("rollback", help="champion back to the champion it replaced"))
     roll.set_defaults(func=cmd_rollback)
+
+    srv = with_config(sub.add_parser("serve", help="serve the champion online (MLflow scoring protocol), "
+                                     "following its alias"))
+    srv.add_argument("--workdir", default=".mixtune", help="local state of `run --local` (S3 data, MLflow DB)")
+    srv.add_argument("--external-s3", action="store_true", help="use storage.* and tracking.* from the config")
+    srv.add_argument("--host", help="default serve.host (127.0.0.1)")
+    srv.add_argument("--port", type=int, help="default serve.port (8080)")
+    srv.set_defaults(func=cmd_serve)
+
+    pkg = with_config(sub.add_parser("package-model", help="make registered versions MLflow models in place "
+                                     "(versions registered before they were)"))
+    pkg.add_argument("--workdir", default=".mixtune", help="local state of `run --local` (S3 data, MLflow DB)")
+    pkg.add_argument("--external-s3", action="store_true", help="use storage.* from the config")
+    which = pkg.add_mutually_exclusive_group(required=True)
+    which.add_argument("--version", help="model version number")
+    which.add_argument("--all", action="store_true", help="every version of registry.model_name")
+    pkg.add_argument("--rewrite", action="store_true", help="also rewrite versions that have an MLmodel")
+    pkg.set_defaults(func=cmd_package_model)
+
+    ex = with_config(sub.add_parser("exec", help="run a command with the state folder's S3 server up and "
+                                    "MLflow pointed at it"))
+    ex.add_argument("--workdir", default=".mixtune", help="local state of `run --local` (S3 data, MLflow DB)")
+    ex.add_argument("--external-s3", action="store_true", help="use storage.* from the config")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command, e.g. -- python my_client.py")
+    ex.set_defaults(func=cmd_exec)
 
     sample = sub.add_parser("sample", help="write generated sample chat logs (JSONL)")
     sample.add_argument("--out", required=True)

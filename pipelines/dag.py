@@ -1,4 +1,5 @@
-"""The mixtune DAG: ingest → templates → shards → train → evaluate → register.
+"""The mixtune DAG: ingest → templates → shards → train → evaluate → register (→ deploy, when
+serve.kubernetes.enabled, run only if register promoted a new champion).
 
 The same `@dsl.pipeline` runs on one machine through kfp.local and compiles to KFP YAML for a
 cluster. Steps pass S3 URIs; the config travels as a JSON parameter (it holds no secrets).
@@ -8,6 +9,7 @@ No `from __future__ import annotations` here: KFP reads the pipeline's real type
 from kfp import dsl
 
 from components.common.config import MixtuneConfig
+from components.deploy import component as deploy_c
 from components.evaluate import component as evaluate_c
 from components.ingest import component as ingest_c
 from components.register import component as register_c
@@ -32,6 +34,7 @@ def build_pipeline(cfg: MixtuneConfig, scheduled: bool = False):
     train_op = train_c.build(cfg.images.gpu)
     evaluate_op = evaluate_c.build(cfg.images.cpu)
     register_op = register_c.build(cfg.images.cpu)
+    deploy_op = deploy_c.build(cfg.images.cpu)
 
     def steps(config_json, pipeline_run, artifact_root):
         # Every task gets the run id, so KFP's cache (keyed on all inputs) matches only within one run
@@ -76,6 +79,16 @@ def build_pipeline(cfg: MixtuneConfig, scheduled: bool = False):
         register.set_caching_options(False)
         for task in tasks + [shards, train, evaluate, register]:
             with_cluster_credentials(task, cfg)
+        if cfg.serve.kubernetes.enabled:
+            deploy_champion(config_json, pipeline_run, register)
+
+    def deploy_champion(config_json, pipeline_run, register):
+        # Only when the champion moved; the step rolls the InferenceService to it, or undoes the promotion.
+        with dsl.If(register.outputs["promoted"] == True, name="champion-moved"):  # noqa: E712 (a KFP condition)
+            deploy = deploy_op(config_json=config_json, pipeline_run=pipeline_run,
+                               version=register.outputs["version"]).set_display_name("deploy")
+            deploy.set_caching_options(False)  # it acts on the cluster and the registry
+            with_cluster_credentials(deploy, cfg)
 
     description = "FLAN-style multi-task instruction fine-tuning"
     if scheduled:

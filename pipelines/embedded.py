@@ -34,6 +34,20 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+def stop_group(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM a process started in its own session (and every child it spawned), SIGKILL after timeout."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def weed_binary() -> str:
     here = Path(sys.executable).parent / "weed"
     found = str(here) if here.exists() else shutil.which("weed")
@@ -128,15 +142,8 @@ class LocalS3:
             c.create_bucket(Bucket=name)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=5)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        if self.proc:
+            stop_group(self.proc, timeout=5)
         self.proc = None
 
     def __enter__(self) -> "LocalS3":

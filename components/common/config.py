@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+def _version_text(value):
+    # `--set infer.model=2` reads 2 as a YAML integer: a version number, kept as the text the registry uses.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+AliasOrVersion = Annotated[str, BeforeValidator(_version_text)]  # `champion`, or a version number
 
 
 class _Strict(BaseModel):
@@ -336,12 +344,75 @@ class RegistryConfig(_Strict):
 class InferConfig(_Strict):
     """Batch inference: summarize unlabeled chat logs with a registered model."""
 
-    model: str = Field(default="champion", description="an alias of registry.model_name, or a version number")
+    model: AliasOrVersion = Field(default="champion", description="an alias of registry.model_name, or a version number")
     prompt: str = Field(default="Summarize this dialogue:\n{dialogue}",
                         description="the summarization task's eval template: what the model was scored with")
     batch_size: int = Field(default=32, ge=1)
     num_beams: int = Field(default=1, ge=1)
     max_new_tokens: int = Field(default=96, ge=1)
+
+
+class ServeKubernetesConfig(_Strict):
+    """The champion on Kubernetes: a KServe InferenceService (infra/base/serving/) that the DAG's deploy step
+    moves to each new champion (and `mixtune rollback` moves back), always to a version's immutable S3 prefix."""
+
+    enabled: bool = Field(default=False, description="add the deploy step after register (run only when the "
+                          "champion moved); rollback redeploys too")
+    name: str = Field(default="mixtune-summarizer", description="the InferenceService's name")
+    namespace: str = "mixtune"
+    mode: Literal["serverless", "standard"] = Field(
+        default="serverless", description="KServe deployment mode: serverless (Knative: a canary revision with "
+        "canary_percent of the traffic first) or standard (a Deployment: rolling update, maxUnavailable 0)")
+    canary_percent: int = Field(default=10, ge=1, le=99, description="serverless: traffic to the new version "
+                                "until it is Ready and answers a smoke request")
+    ready_timeout_seconds: float = Field(default=900.0, gt=0, description="how long the new version may take "
+                                         "to become Ready and answer; after it the alias moves back and the step fails")
+    poll_seconds: float = Field(default=10.0, gt=0)
+    service_account: str = Field(default="mixtune-serve", description="predictor pods: its role gives read "
+                                 "access to the model prefixes (IRSA); infra/ creates it")
+    cpu: str = Field(default="2", description="CPU request of a predictor pod")
+    memory: str = Field(default="4Gi", description="memory request and limit of a predictor pod")
+    gpus: int = Field(default=0, ge=0, description="GPUs per predictor pod: 0 = the CPU image (images.cpu), "
+                      "more = the CUDA image (images.gpu)")
+    min_replicas: int = Field(default=1, ge=0, description="predictor pods kept up (0 lets serverless scale to "
+                              "zero: the first request then waits for a model load)")
+    max_replicas: int = Field(default=3, ge=1)
+    smoke_address: Literal["auto", "cluster-local", "external"] = Field(
+        default="auto", description="where the smoke request goes: the in-cluster Service name, or the URL in "
+        "the InferenceService status (through the ingress; it must resolve where the deploy runs); auto = "
+        "cluster-local inside a pod (the DAG's step), external elsewhere (`mixtune rollback` from a laptop)")
+    smoke_timeout_seconds: float = Field(default=120.0, gt=0, description="one smoke request (a cold model "
+                                         "generates slowly)")
+
+    @model_validator(mode="after")
+    def _replicas(self) -> "ServeKubernetesConfig":
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"serve.kubernetes.max_replicas ({self.max_replicas}) is below min_replicas "
+                             f"({self.min_replicas})")
+        return self
+
+
+class ServeConfig(_Strict):
+    """Online serving (`mixtune serve`, `python -m components.serve`): dynamic batching, alias following."""
+
+    model: AliasOrVersion = Field(default="champion", description="an alias to follow (the server loads the version it "
+                       "names and swaps when it moves) or a version number (served as is)")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535, description="0 = a free port")
+    max_batch: int = Field(default=16, ge=1, description="inputs generated together (requests that arrive "
+                           "within max_wait_ms are batched up to this many inputs)")
+    max_wait_ms: float = Field(default=10.0, ge=0, description="how long the first request of a batch waits "
+                               "for others; 0 = no dynamic batching (each request alone)")
+    poll_seconds: float = Field(default=10.0, gt=0, description="how often the registry is asked where the "
+                                "alias points")
+    max_inputs: int = Field(default=64, ge=1, description="inputs in one request; more is a 400")
+    max_input_chars: int = Field(default=20_000, ge=1, description="characters in one input; more is a 400")
+    max_body_bytes: int = Field(default=2_000_000, ge=1024, description="request body size; more is a 413")
+    max_queue: int = Field(default=512, ge=1, description="inputs waiting to be generated; beyond it new "
+                           "requests get 503 at once instead of waiting")
+    request_timeout_seconds: float = Field(default=60.0, gt=0, description="a request not answered in this "
+                                           "time gets 503")
+    kubernetes: ServeKubernetesConfig = ServeKubernetesConfig()
 
 
 class StorageConfig(_Strict):
@@ -418,6 +489,7 @@ class MixtuneConfig(_Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     registry: RegistryConfig = RegistryConfig()
     infer: InferConfig = InferConfig()
+    serve: ServeConfig = ServeConfig()
     storage: StorageConfig = StorageConfig()
     tracking: TrackingConfig = TrackingConfig()
     images: ImagesConfig = ImagesConfig()

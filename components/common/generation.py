@@ -17,6 +17,17 @@ import torch
 from tqdm.auto import tqdm
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PLACEHOLDER = "{dialogue}"  # the one placeholder of a summarization prompt (infer.prompt, the MLflow model's)
+
+
+def check_prompt(template: str, where: str = "infer.prompt") -> None:
+    if PLACEHOLDER not in template:
+        raise ValueError(f"{where} has no {PLACEHOLDER} placeholder: {template!r}")
+
+
+def build_prompt(template: str, dialogue: str) -> str:
+    """Plain replacement of the one placeholder: braces in the dialogue stay as they are."""
+    return template.replace(PLACEHOLDER, dialogue)
 
 
 @dataclass(frozen=True)
@@ -58,11 +69,13 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def generate(model, tokenizer, texts: list[str], settings: GenerationSettings, desc: str = "generate") -> list[str]:
+def generate(model, tokenizer, texts: list[str], settings: GenerationSettings, desc: str = "generate",
+             progress: bool = True) -> list[str]:
     """Greedy (num_beams=1) or beam-search outputs for texts, in the order of texts.
 
     The model is moved to the device and cast to the generation dtype in place: callers load a model
     for evaluation and free it afterwards, so a copy would only double the memory needed.
+    progress=False for a server, which generates many small batches.
     """
     device = pick_device()
     model.to(device, dtype=generation_dtype(device, settings.dtype)).eval()
@@ -76,7 +89,7 @@ def generate(model, tokenizer, texts: list[str], settings: GenerationSettings, d
     beam = {"num_beams": settings.num_beams, "early_stopping": True} if settings.num_beams > 1 else {"num_beams": 1}
     batches = length_sorted_batches([len(ids) for ids in encoded], settings.batch_size)
     with torch.inference_mode():
-        for idx in tqdm(batches, desc=desc, unit="batch", mininterval=5.0):
+        for idx in tqdm(batches, desc=desc, unit="batch", mininterval=5.0, disable=not progress):
             batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, padding=True, return_tensors="pt")
             generated = model.generate(
                 input_ids=batch["input_ids"].to(device),

@@ -2,8 +2,7 @@
 
 A model or tokenizer written by a step is a `save_pretrained` directory in S3; it is copied into
 a local cache keyed by its URI and its objects' ETags, and loaded from there. Only safetensors
-weights are accepted: a directory holding only pickled weights (pytorch_model.bin, *.pt) is refused
-before anything reads it, since unpickling runs whatever code the pickle names.
+weights are accepted (components/common/weights.py).
 """
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from components.common.config import MODELS_SCHEME, parse_models_uri
 from components.common.storage import Store
+from components.common.weights import load_local_model
 
 
 def cache_dir() -> Path:
@@ -44,26 +44,6 @@ def local_copy(ref: str, store: Store) -> str:
     return str(target)
 
 
-# The weight files a save_pretrained directory in safetensors has (one file, or shards and their index).
-SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-
-
-def require_safetensors(path: str, ref: str | None = None) -> None:
-    """Refuse a local model directory without safetensors weights (a hub id, not a directory, is left to
-    from_pretrained(use_safetensors=True), which refuses a repository without them)."""
-    directory = Path(path)
-    if not directory.is_dir() or any((directory / name).is_file() for name in SAFE_WEIGHTS):
-        return
-    pickles = sorted(f.name for f in directory.iterdir() if f.suffix in PICKLE_SUFFIXES)
-    where = f"{ref} (local copy {directory})" if ref and ref != str(path) else str(directory)
-    raise ValueError(
-        f"{where}: no safetensors weights ({' or '.join(SAFE_WEIGHTS)}); "
-        + (f"found only pickled weights {pickles}, which mixtune never loads (unpickling runs code)"
-           if pickles else "found no weights at all")
-        + ": re-save the model with save_pretrained(safe_serialization=True)")
-
-
 def load_tokenizer(ref: str, store: Store):
     from transformers import AutoTokenizer
 
@@ -71,10 +51,5 @@ def load_tokenizer(ref: str, store: Store):
 
 
 def load_model(ref: str, store: Store):
-    """A model a step wrote (or a base): seq2seq or decoder-only, as its config says."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-    path = local_copy(ref, store)
-    require_safetensors(path, ref)
-    auto = AutoModelForSeq2SeqLM if AutoConfig.from_pretrained(path).is_encoder_decoder else AutoModelForCausalLM
-    return auto.from_pretrained(path, use_safetensors=True)
+    """A model a step wrote (or a base): seq2seq or decoder-only, as its config says; safetensors only."""
+    return load_local_model(local_copy(ref, store), ref)

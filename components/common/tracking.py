@@ -20,12 +20,17 @@ MODEL_URI_TAG = "mixtune.model_uri"  # on model versions: the s3 prefix of the m
 ROLE_TAG = "mixtune.role"  # "pipeline" on the parent run, "step" on nested runs
 
 
-def setup(cfg: MixtuneConfig) -> str:
-    """Point MLflow at the configured server and return the experiment id."""
+def connect(cfg: MixtuneConfig) -> None:
+    """Point MLflow (tracking, registry, its S3 artifact downloads) at the configured servers; creates nothing."""
     mlflow.set_tracking_uri(cfg.tracking.uri)
     if cfg.storage.endpoint_url:
         # MLflow's S3 artifact repository reads the endpoint from this variable.
         os.environ["MLFLOW_S3_ENDPOINT_URL"] = cfg.storage.endpoint_url
+
+
+def setup(cfg: MixtuneConfig) -> str:
+    """Point MLflow at the configured server and return the experiment id (created on first use)."""
+    connect(cfg)
     client = MlflowClient()
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
     if exp is not None:

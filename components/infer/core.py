@@ -21,13 +21,13 @@ import pyarrow as pa
 
 from components.common import hf
 from components.common.config import MixtuneConfig
-from components.common.generation import GenerationSettings, generate
+from components.common.generation import GenerationSettings, build_prompt, check_prompt, generate
+from components.common.mlflow_model import generation_settings
 from components.common.registry import ModelRef, resolve
 from components.common.schemas import SPLITS, read_records, table_bytes
 from components.common.storage import Store, join, require_complete
 from components.common.tracking import step_run
 
-PLACEHOLDER = "{dialogue}"
 MANIFEST_SCHEMA = 1
 
 SUMMARY_SCHEMA = pa.schema([
@@ -48,16 +48,6 @@ class InferResult:
     model_version: str
     manifest: dict  # the content of manifest.json
     mlflow_run_id: str
-
-
-def check_prompt(template: str) -> None:
-    if PLACEHOLDER not in template:
-        raise ValueError(f"infer.prompt has no {PLACEHOLDER} placeholder: {template!r}")
-
-
-def build_prompt(template: str, dialogue: str) -> str:
-    """Plain replacement of the one placeholder: braces in the dialogue stay as they are."""
-    return template.replace(PLACEHOLDER, dialogue)
 
 
 def read_dataset(store: Store, records_uri: str) -> tuple[list[dict], str]:
@@ -147,9 +137,7 @@ def run_infer(cfg: MixtuneConfig, records_uri: str, artifact_root: str, pipeline
     reasons = dict(Counter(s["reason"] for s in skipped).most_common())
     if not chats:
         raise ValueError(f"{records_uri}: no record has a dialogue, nothing to summarize (skipped: {reasons})")
-    settings = GenerationSettings(batch_size=cfg.infer.batch_size, num_beams=cfg.infer.num_beams,
-                                  max_new_tokens=cfg.infer.max_new_tokens,
-                                  max_source_length=cfg.model.max_source_length)
+    settings = generation_settings(cfg)  # the registered MLflow model generates with the same
     out = join(artifact_root, "infer")
 
     with step_run(cfg, pipeline_run, "infer") as run, tempfile.TemporaryDirectory() as tmp:

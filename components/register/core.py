@@ -6,7 +6,9 @@ The gate reads every number from one metrics.json (one evaluation set, one proce
 comparable. If the champion alias moved after evaluation, the comparison is stale: no promotion.
 The champion alias moves last, after the version and all its tags are written, so a failure part-way
 leaves the old champion in place. The version source is the model's s3:// prefix; MLflow 3.17 accepts
-it and `models:/<name>@champion` downloads from it.
+it and `models:/<name>@champion` downloads from it. Before the version is created, the prefix is made an
+MLflow model (components/common/mlflow_model.py): `mlflow.pyfunc.load_model` and `mlflow models serve`
+load every version.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from components.common.config import MixtuneConfig
 from components.common.gate import Decision, decide
+from components.common.mlflow_model import PACKAGED_TAG, model_spec, write_mlflow_model
 from components.common.registry import CHALLENGER, CHAMPION, EVAL_URI_TAG, REPLACED_TAG, alias_version, git_commit
 from components.common.storage import Store, join, require_complete
 from components.common.tracking import MODEL_URI_TAG, PIPELINE_TAG, finish_parent, step_run
@@ -140,7 +143,7 @@ def run_register(
 
     try:
         with step_run(cfg, pipeline_run, "register") as run:
-            result = _register(cfg, metrics, model_uri, eval_uri, train_run_id, pipeline_run, run.info.run_id)
+            result = _register(cfg, store, metrics, model_uri, eval_uri, train_run_id, pipeline_run, run.info.run_id)
         finish_parent(cfg, pipeline_run)  # the last step: on a cluster nothing else ends the pipeline's run
     except MlflowException as e:
         if "API request to" not in str(e):  # not a transport failure: MLflow's own message is clear
@@ -154,7 +157,7 @@ def run_register(
     return result
 
 
-def _register(cfg: MixtuneConfig, metrics: dict, model_uri: str, eval_uri: str, train_run_id: str,
+def _register(cfg: MixtuneConfig, store: Store, metrics: dict, model_uri: str, eval_uri: str, train_run_id: str,
               pipeline_run: str, register_run: str) -> RegisterResult:
     name = cfg.registry.model_name
     client = MlflowClient()
@@ -170,6 +173,9 @@ def _register(cfg: MixtuneConfig, metrics: dict, model_uri: str, eval_uri: str, 
         decision = decide(cfg.registry.gate, metrics, previous)
     tags = version_tags(metrics, pipeline_run, train_run_id, decision, register_run, eval_uri,
                         dataset_versions(client, train_run_id, metrics))
+    # Before the version exists: every version is an MLflow model (pyfunc.load_model, models serve).
+    write_mlflow_model(store, model_uri, model_spec(cfg))
+    tags[PACKAGED_TAG] = "pyfunc"
     if retry is None:
         mv = client.create_model_version(name, source=model_uri, run_id=train_run_id or None, tags=tags)
     else:

@@ -86,7 +86,7 @@ def load_model(path_or_id: str, architecture: str = "seq2seq"):
     for bf16). Safetensors weights only: a directory (or hub repository) with only pickled weights is refused."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    from components.common.hf import require_safetensors
+    from components.common.weights import require_safetensors
 
     require_safetensors(path_or_id)
     auto = AutoModelForCausalLM if architecture == "causal" else AutoModelForSeq2SeqLM

@@ -176,3 +176,47 @@ def test_kfp_docker_runner_runs_the_ingest_component_in_the_image(docker_engine,
     metrics = task.outputs["metrics"].metadata
     assert metrics["rows_read"] == CONVERSATIONS + BROKEN
     assert metrics["rows_read"] == metrics["rows_kept"] + metrics["rows_quarantined"] + metrics["rows_duplicate"]
+
+
+def test_the_image_serves_a_version_as_the_inferenceservice_runs_it(docker_engine, cpu_image, tmp_path):
+    """The KServe predictor's container: a version's files in /mnt/models (read-only), served as uid 1000."""
+    import time
+
+    import mlflow
+    import requests
+
+    from pipelines.embedded import free_ports
+    from tests.tiny_models import dialogues, package_folder, tiny_model_dirs
+
+    cfg = parse_config({"infer": {"max_new_tokens": 8}})
+    local = package_folder(tiny_model_dirs(tmp_path, seeds=(0,))[0], cfg)
+    for path in [local, *local.rglob("*")]:  # readable by uid 1000, as the storage initializer leaves them
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    texts = [t for _, t in dialogues(3)]
+    expected = list(mlflow.pyfunc.load_model(str(local)).predict(texts))
+    port = free_ports(1)[0]
+    started = docker_engine.run(
+        "run", "-d", "--rm", "--network=host", "--user", "1000:1000", "--volume", f"{local}:/mnt/models:ro",
+        "--env", "MIXTUNE_MODEL_NAME=mixtune-summarizer", "--env", "MIXTUNE_MODEL_VERSION=7", cpu_image,
+        "python", "-m", "components.serve", "--model-uri", "/mnt/models", "--host", "127.0.0.1", "--port", str(port),
+        check=False)
+    assert started.returncode == 0, started.stderr[-3000:]
+    container = started.stdout.strip()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 240
+        while True:
+            try:
+                if requests.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            logs = docker_engine.run("logs", container, check=False)
+            assert time.time() < deadline, f"not ready:\n{logs.stdout[-2000:]}\n{logs.stderr[-3000:]}"
+            time.sleep(1)
+        r = requests.post(f"{url}/invocations", json={"inputs": texts}, timeout=120)
+        assert r.status_code == 200 and r.json() == {"predictions": expected}
+        assert r.headers["X-Mixtune-Model-Version"] == "7"
+        assert requests.get(f"{url}/health", timeout=5).json() == {"status": "alive"}
+    finally:
+        docker_engine.run("stop", "-t", "20", container, check=False)

@@ -8,6 +8,7 @@ from components.common.config import StorageConfig
 from components.common.storage import Store
 # Fixtures the fault tests share with the step tests: a hand-built shards artifact, fake registered runs.
 from tests.components.register.conftest import make_run  # noqa: F401
+from tests.components.serve.conftest import serve, serve_cfg, served_dirs  # noqa: F401
 from tests.components.train.conftest import shards_uri  # noqa: F401
 from tests.faults.proxy import FaultProxy
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from components.common import hf
+from components.common import hf, weights
 from components.common.config import TinyModelConfig
 from components.common.storage import COMPLETE_MARKER, Store, join
 from components.train import checkpoint
@@ -276,13 +276,13 @@ def test_safetensors_beside_a_pickle_loads_the_safetensors_only(tmp_path, store,
 
 
 def test_require_safetensors_accepts_hub_ids_and_sharded_dirs(tmp_path):
-    hf.require_safetensors("google-t5/t5-small")  # not a directory: from_pretrained(use_safetensors=True) decides
+    weights.require_safetensors("google-t5/t5-small")  # not a directory: from_pretrained(use_safetensors=True) decides
     (tmp_path / "model.safetensors.index.json").write_text("{}")
-    hf.require_safetensors(str(tmp_path))
+    weights.require_safetensors(str(tmp_path))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="found no weights at all"):
-        hf.require_safetensors(str(empty))
+        weights.require_safetensors(str(empty))
 
 
 # -- DeepSpeed checkpoints ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """infra/: every overlay builds with `kubectl kustomize`; core kinds validate strictly against the
 Kubernetes schema; custom resources round-trip through typed models (an unknown or misspelt key makes
-the round trip differ); the configs the trigger submits with are valid mixtune configs."""
+the round trip differ; the InferenceService is checked against KServe's CRD in test_inferenceservice.py);
+the configs the trigger submits with are valid mixtune configs."""
 from __future__ import annotations
 
 import copy
@@ -52,7 +53,8 @@ def sensor_jobs(docs: list[dict]) -> list[dict]:
 
 def test_core_kinds_validate_strictly(overlay):
     name, docs = overlay
-    core = [d for d in docs if not d["apiVersion"].startswith("argoproj.io/")] + sensor_jobs(docs)
+    core = [d for d in docs if not d["apiVersion"].startswith(("argoproj.io/", "serving.kserve.io/"))]
+    core += sensor_jobs(docs)
     assert {"Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Job"} <= {
         d["kind"] for d in core}
     for doc in core:
@@ -156,15 +158,20 @@ def test_trigger_config_is_a_valid_mixtune_config_for_this_overlay(overlay):
     assert cfg.images.cpu in images, "the trigger config and the manifests must name the same step image"
 
 
-def test_pipeline_service_account_may_create_training_jobs(overlay):
-    name, docs = overlay
-    cfg = trigger_config(docs)
+def permissions(docs: list[dict], account: str) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) that the Roles bound to a service account allow."""
     allowed = set()
     for binding in by_kind(docs, "RoleBinding"):
-        if {"kind": "ServiceAccount", "name": cfg.cluster.service_account, "namespace": "mixtune"} in binding["subjects"]:
+        if {"kind": "ServiceAccount", "name": account, "namespace": "mixtune"} in binding["subjects"]:
             role = named(docs, "Role", binding["roleRef"]["name"])
             allowed |= {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
                         for v in rule["verbs"]}
+    return allowed
+
+
+def test_pipeline_service_account_may_create_training_jobs(overlay):
+    name, docs = overlay
+    allowed = permissions(docs, trigger_config(docs).cluster.service_account)
     for group, plural in (("trainer.kubeflow.org", "trainjobs"), ("kubeflow.org", "pytorchjobs")):
         for verb in ("create", "get"):
             assert (group, plural, verb) in allowed

@@ -86,3 +86,26 @@ def test_cluster_secrets_reach_every_step_by_name_only(tmp_path, monkeypatch):
 def test_without_secrets_pods_rely_on_their_role(tmp_path):
     _, docs = _compile(tmp_path)
     assert len(docs) == 1, "no Kubernetes platform section: nothing names a Secret"
+
+
+def test_deploy_runs_only_when_the_champion_moved_and_only_when_enabled(tmp_path):
+    _, docs = _compile(tmp_path, **{"serve.kubernetes.enabled": True, "cluster.s3_secret": "mixtune-s3"})
+    spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    tasks = spec.root.dag.tasks
+    [group] = [name for name in tasks if name not in STEPS]
+    assert sorted(tasks[group].dependent_tasks) == ["register"]
+    assert tasks[group].trigger_policy.condition == \
+        "inputs.parameter_values['pipelinechannel--register-promoted'] == true"
+    promoted = tasks[group].inputs.parameters["pipelinechannel--register-promoted"].task_output_parameter
+    assert (promoted.producer_task, promoted.output_parameter_key) == ("register", "promoted")
+    body = spec.components[tasks[group].component_ref.name].dag.tasks
+    assert list(body) == ["deploy"] and not body["deploy"].caching_options.enable_cache
+    version = body["deploy"].inputs.parameters["version"].component_input_parameter
+    assert tasks[group].inputs.parameters[version].task_output_parameter.output_parameter_key == "version"
+    executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert "exec-deploy" in executors  # the Secret reaches the deploy step too, by name
+    assert docs[0]["deploymentSpec"]["executors"]["exec-deploy"]["container"]["image"] == "mixtune/cpu:latest"
+
+    _, docs = _compile(tmp_path)  # disabled (the default): no deploy step, no condition
+    assert sorted(docs[0]["root"]["dag"]["tasks"]) == sorted(STEPS)
+    assert "exec-deploy" not in docs[0]["deploymentSpec"]["executors"]

@@ -12,6 +12,35 @@ from pipelines.local import patched_environ, run_local
 from tests.faults import secret_scan
 
 STEP_DIRS = ["ingest", "templates", "shards", "train", "evaluate"]
+DIALOGUES = ["Customer: Hi, I was charged twice for order 4417 this morning.\nAgent: Sorry! I refunded the second charge.",
+             "Customer: My parcel has not arrived.\nAgent: It left the warehouse today and arrives Friday."]
+
+
+def serve_and_load(cfg, cwd, version: str) -> dict:
+    """After a local run, as a user would: `mixtune serve` and `mlflow.pyfunc.load_model` via `mixtune exec`."""
+    import subprocess
+    import sys
+
+    import requests
+    import yaml
+
+    from pipelines.embedded import free_ports
+    from tests.pipelines.test_serve_cli import BIN, Started
+
+    (cwd / "cfg.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    common = ["--config", "cfg.yaml", "--workdir", "state"]
+    port = free_ports(1)[0]
+    with Started([str(BIN / "mixtune"), "serve", *common, "--port", str(port)], f"http://127.0.0.1:{port}", cwd) as s:
+        answer = requests.post(f"{s.url}/invocations", json={"inputs": DIALOGUES}, timeout=120)
+        assert answer.status_code == 200 and answer.headers["X-Mixtune-Model-Version"] == version
+        info = requests.get(f"{s.url}/version", timeout=5).json()
+        assert (info["version"], info["alias"]) == (version, "champion"), info
+    script = ("import json, mlflow; m = mlflow.pyfunc.load_model('models:/mixtune-summarizer@champion'); "
+              f"print(json.dumps(list(m.predict({DIALOGUES!r}))))")
+    done = subprocess.run([str(BIN / "mixtune"), "exec", *common, "--", sys.executable, "-c", script], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {"served": answer.json()["predictions"], "pyfunc": json.loads(done.stdout.strip().splitlines()[-1])}
 
 
 @pytest.mark.slow
@@ -63,6 +92,11 @@ def test_two_runs_end_to_end(tmp_path, monkeypatch, capfd):
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     assert sorted(r.data.tags["mixtune.step"] for r in steps) == sorted(STEP_DIRS + ["register"])
     assert all(r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for r in steps)
+
+    # Production consumes the champion: `mixtune serve` on the state folder answers with it, and MLflow's
+    # own loader (through `mixtune exec`, which starts the state's S3 server) predicts the same summaries.
+    served = serve_and_load(cfg, tmp_path, first["registered"]["version"])
+    assert served["served"] == served["pyfunc"] and all(served["served"]), served
 
     # The same inputs again: the trained model is reused (content-keyed, components/common/reuse.py)
     # and the registry gets nothing new.

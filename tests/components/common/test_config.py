@@ -63,3 +63,17 @@ def test_gate_settings_are_checked_against_the_scored_tasks():
         load_config(None, {"registry.metric": "rougeL"})
     with pytest.raises(ConfigError, match="evaluate.metrics.ner"):
         load_config(None, {"evaluate.metrics": {"ner": "f1"}})  # a family name, not a metric
+
+
+def test_a_version_number_from_the_command_line_is_a_version():
+    # `--set infer.model=2` hands the YAML integer 2; the registry's versions are text.
+    cfg = load_config(None, {"infer.model": 2, "serve.model": 7})
+    assert (cfg.infer.model, cfg.serve.model) == ("2", "7")
+    with pytest.raises(ConfigError, match="serve.model"):
+        load_config(None, {"serve.model": True})
+
+
+def test_serve_limits_are_checked():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, {"serve.max_batch": 0, "serve.max_body_bytes": 10, "serve.port": 70000})
+    assert all(k in str(e.value) for k in ("serve.max_batch", "serve.max_body_bytes", "serve.port"))

@@ -16,18 +16,15 @@ from components.common.config import InferConfig, MixtuneConfig
 from components.common.generation import GenerationSettings, generate
 from components.common.schemas import RECORD_SCHEMA, encode_fields, table_bytes
 from components.common.storage import IncompleteModelError, Store, join
-from components.common.tracking import MODEL_URI_TAG, PIPELINE_TAG, setup
+from components.common.tracking import PIPELINE_TAG
 from components.infer.core import build_prompt, read_dataset, run_infer
-from pipelines.sample_data import generate as sample_chats
+from tests.tiny_models import dialogues as tiny_dialogues, register_dir, tiny_model_dirs
 
 N_CHATS = 5
 
 
 def dialogues(n: int = N_CHATS) -> list[tuple[str, str]]:
-    out = []
-    for conv in sample_chats(n, seed=11):
-        text = "\n".join(f"{m['role'].title()}: {m['content']}" for m in conv["messages"])
-        out.append((f"sample:{conv['conversation_id']}", text))
+    out = tiny_dialogues(n)
     # Braces in data are plain text: only the template's one placeholder is replaced.
     rid, text = out[0]
     out[0] = (rid, text + "\nCustomer: the form said {summary} and {dialogue}, odd.")
@@ -36,29 +33,8 @@ def dialogues(n: int = N_CHATS) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory) -> dict[int, Path]:
-    """Two tiny random T5s (seeds 0 and 1) sharing a small Unigram tokenizer trained on the chats.
-
-    A larger init scale makes their outputs depend on the input, and zeroed special-token embeddings
-    keep them from stopping at once: the summaries differ per dialogue, so comparing them means something."""
-    import torch
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    from components.shards.tokenizer import train_unigram
-
-    tok = train_unigram([t for _, t in dialogues(40)], vocab_size=300)
-    config = T5Config(vocab_size=len(tok), d_model=32, d_ff=64, d_kv=8, num_heads=2, num_layers=1,
-                      num_decoder_layers=1, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                      decoder_start_token_id=tok.pad_token_id, initializer_factor=3.0)
-    root, dirs = tmp_path_factory.mktemp("infer-models"), {}
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        model = T5ForConditionalGeneration(config)
-        with torch.no_grad():
-            model.shared.weight[tok.all_special_ids] = 0
-        dirs[seed] = root / f"seed{seed}"
-        model.save_pretrained(dirs[seed])
-        tok.save_pretrained(dirs[seed])
-    return dirs
+    """Two tiny random T5s (seeds 0 and 1) sharing a small Unigram tokenizer trained on the chats."""
+    return tiny_model_dirs(tmp_path_factory.mktemp("infer-models"))
 
 
 @pytest.fixture(autouse=True)
@@ -79,19 +55,8 @@ def with_model(cfg: MixtuneConfig, model: str) -> MixtuneConfig:
 
 def register(cfg: MixtuneConfig, store: Store, local: Path, run: str, alias: str | None = None,
              complete: bool = True) -> str:
-    """Upload a model dir as a run's model and register it as a new version; returns the version."""
-    uri = join(store.root, "runs", run, "train", "model")
-    store.upload_dir(local, uri)
-    if complete:
-        store.put_bytes(join(uri, "_COMPLETE"), b"")
-    setup(cfg)
-    client, name = MlflowClient(), cfg.registry.model_name
-    if not client.search_registered_models(f"name = '{name}'"):
-        client.create_registered_model(name)
-    version = str(client.create_model_version(name, source=uri, tags={MODEL_URI_TAG: uri}).version)
-    if alias:
-        client.set_registered_model_alias(name, alias, version)
-    return version
+    """A version as registered before versions were MLflow models: infer reads old and new alike."""
+    return register_dir(cfg, store, local, run, alias, complete, package=False)
 
 
 @pytest.fixture
@@ -174,6 +139,16 @@ def test_infer_summarizes_every_dialogue_with_the_champion(cfg, store, records_u
     assert run.data.params["model_version"] == version and run.data.params["model_requested"] == "champion"
     assert run.data.metrics["summarized"] == N_CHATS and run.data.metrics["skipped_no_dialogue"] == 1
     assert mlflow.artifacts.load_dict(f"runs:/{r.mlflow_run_id}/infer/manifest.json") == m
+
+
+def test_the_registered_mlflow_model_predicts_what_infer_writes(cfg, store, records_uri, model_dirs):
+    """The same version, inputs and settings: mlflow.pyfunc.load_model gives the summaries infer wrote."""
+    version = register_dir(cfg, store, model_dirs[1], "r1", alias="champion")  # as the register step does
+    r = run_infer(cfg, records_uri, join(store.root, "runs", "infer-pyfunc"), "infer-pyfunc")
+    rows = read_parquet(store, join(r.summaries_uri, "summaries.parquet"))
+    assert r.model_version == version
+    model = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}@champion")
+    assert list(model.predict([row["dialogue"] for row in rows])) == [row["summary"] for row in rows]
 
 
 def test_no_champion_is_a_clear_error(cfg, store, records_uri, model_dirs):

@@ -87,3 +87,32 @@ def test_cli_promote_and_rollback_exit_codes(tiny_config, client, make_run, tmp_
     assert "first champion" in capsys.readouterr().err
     assert main(["promote", *common, "--version", "2"]) == 0
     assert aliases(client)["champion"] == "2"
+
+
+def test_cli_rollback_redeploys_the_inferenceservice_when_deploys_are_on(tiny_config, client, make_run, tmp_path,
+                                                                         capsys, monkeypatch):
+    """The wiring only: the redeploy itself is tested against a fake Kubernetes API in tests/components/deploy."""
+    from components.deploy import core as deploy_core
+    from components.deploy.rollout import DeployError, DeployResult
+
+    run_register(tiny_config, *make_run("r1", candidate=20.0), "t1", "r1")
+    run_register(tiny_config, *make_run("r2", candidate=25.0, champion=20.0, champion_version="1"), "t2", "r2")
+    calls = []
+
+    def redeploy(cfg, version, io=None):
+        calls.append(version)
+        if version == "2":
+            raise DeployError("InferenceService mixtune/mixtune-summarizer did not come up within 900 s")
+        return DeployResult(cfg.registry.model_name, version, "s3://m/v1", url="http://isvc.example")
+
+    monkeypatch.setattr(deploy_core, "redeploy", redeploy)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config.model_dump(mode="json")))
+    common = ["--config", str(path), "--external-s3", "--workdir", str(tmp_path / "w"),
+              "--set", "serve.kubernetes.enabled=true"]
+    assert main(["rollback", *common]) == 0
+    assert calls == ["1"] and "InferenceService mixtune/mixtune-summarizer serves v1" in capsys.readouterr().out
+    assert main(["promote", *common, "--version", "2"]) == 1  # the alias moved, serving did not follow
+    err = capsys.readouterr().err
+    assert calls == ["1", "2"] and "does not serve v2" in err and "did not come up" in err
+    assert main(["rollback", *common[:-2]]) == 0 and calls == ["1", "2"]  # deploys off: the registry only

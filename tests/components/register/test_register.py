@@ -10,6 +10,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import yaml
 
 from components.common.tracking import PIPELINE_TAG
 from components.common.storage import IncompleteModelError
@@ -36,6 +37,7 @@ def test_first_model_becomes_champion_and_challenger_with_tags(tiny_config, clie
     assert [c["passed"] for c in json.loads(tags["mixtune.gate_checks"])] == [True, True]
     assert tags["mixtune.gate"] == "promote" and tags["mixtune.gate_reason"] == r.reason
     assert tags["mixtune.model_uri"] == model_uri
+    assert tags["mixtune.mlflow_model"] == "pyfunc"
 
     run = client.get_run(r.mlflow_run_id)
     assert run.info.run_name == "register" and "mlflow.parentRunId" in run.data.tags
@@ -43,6 +45,28 @@ def test_first_model_becomes_champion_and_challenger_with_tags(tiny_config, clie
     # The registry resolves the alias to the s3 prefix and fetches the files.
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}@champion", dst_path=str(tmp_path / "dl")))
     assert (local / "model.safetensors").read_bytes() == b"weights of r1" and (local / "_COMPLETE").exists()
+    # ... and it is an MLflow model (pyfunc, models from code) beside the untouched weights.
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    assert mlmodel["flavors"]["python_function"]["config"]["prompt"] == tiny_config.infer.prompt
+    assert (local / "summarizer_model.py").is_file() and (local / "requirements.txt").is_file()
+
+
+def test_the_mlflow_model_is_written_before_the_version_exists(tiny_config, client, make_run, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from components.common.storage import Store
+
+    model_uri, eval_uri = make_run("r1", candidate=20.0)
+    seen = []
+    create = MlflowClient.create_model_version
+
+    def create_and_look(self, name, source, **kw):
+        seen.append(Store(tiny_config.storage).exists(f"{source}/MLmodel"))
+        return create(self, name, source, **kw)
+
+    monkeypatch.setattr(MlflowClient, "create_model_version", create_and_look)
+    run_register(tiny_config, model_uri, eval_uri, "t1", "r1")
+    assert seen == [True]
 
 
 def test_worse_candidate_is_challenger_only_and_better_one_takes_over(tiny_config, client, make_run):

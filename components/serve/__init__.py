@@ -1,0 +1,1 @@
+"""Online serving of a registered model: dynamic batching, alias following (mixtune serve, KServe)."""
