@@ -89,6 +89,9 @@ def save_mlflow_model(dest: Path, spec: dict) -> Path:
 def write_mlflow_model(store: Store, model_uri: str, spec: dict) -> list[str]:
     """Write the MLflow model files into the model's s3:// prefix, MLmodel last; returns the keys written.
     A name the weights use is never overwritten (MLflow's files and save_pretrained's do not overlap)."""
+    if has_mlflow_model(store, model_uri):  # a rewrite: no reader sees old and new files mixed, no stale code
+        store.delete(join(model_uri, MLMODEL))
+        store.delete_prefix(join(model_uri, "code"))
     existing = {uri for uri, _, _ in store.list_meta(model_uri)}
     with tempfile.TemporaryDirectory() as tmp:
         local = save_mlflow_model(Path(tmp) / "mlflow-model", spec)

@@ -135,3 +135,17 @@ def test_a_weights_file_is_never_overwritten(cfg, store, t5_dirs, monkeypatch):
     with pytest.raises(FileExistsError, match="requirements.txt: the model prefix already has this file"):
         write_mlflow_model(store, uri, model_spec(cfg))
     assert not store.exists(join(uri, MLMODEL))  # MLmodel is last: the prefix did not become a model
+
+
+def test_a_rewrite_leaves_no_stale_code_behind(cfg, store, t5_dirs):
+    uri = join(store.root, "runs", "m6", "train", "model")
+    store.upload_dir(t5_dirs[0], uri)
+    write_mlflow_model(store, uri, model_spec(cfg))
+    stale = join(uri, "code", "components", "common", "generation.py")  # an earlier packaging's layout
+    store.put_bytes(stale, b"# old\n")
+    changed = cfg.model_copy(update={"infer": cfg.infer.model_copy(update={"prompt": "Summarise:\n{dialogue}"})})
+    write_mlflow_model(store, uri, model_spec(changed))
+    assert not store.exists(stale) and store.exists(join(uri, "code", "mixtune_pyfunc", "generation.py"))
+    doc = yaml.safe_load(store.get_bytes(join(uri, MLMODEL)))
+    assert doc["flavors"]["python_function"]["config"]["prompt"] == "Summarise:\n{dialogue}"
+    assert store.exists(join(uri, "model.safetensors"))
