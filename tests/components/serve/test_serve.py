@@ -125,7 +125,7 @@ def test_follows_the_alias_under_load_without_a_failed_request(serve, serve_cfg,
     name, client = serve_cfg.registry.model_name, MlflowClient()
     v1 = register_dir(serve_cfg, store, served_dirs[0], "s4", alias="champion")
     v2 = register_dir(serve_cfg, store, served_dirs[1], "s5")
-    poll = 2.0
+    poll = 3.0  # loading the new version takes ~1 s here; two polls leave room for it
     with serve(with_serve(serve_cfg, poll_seconds=poll)) as (url, parts), Load(url) as load:
         time.sleep(1.5)
         moved_to_v2 = time.time()
