@@ -69,8 +69,8 @@ class AliasFollower:
             return False
         current = self.slot.current
         if version is None:
-            if current is None:
-                self.last_error = f"{self.name} has no alias {self.alias!r} yet: nothing to serve"
+            self.last_error = (f"{self.name} has no alias {self.alias!r} yet: nothing to serve" if current is None
+                               else f"the alias {self.alias!r} is gone: v{current.version} keeps serving")
             return False
         if current is not None and current.version == version:
             return False
