@@ -47,11 +47,15 @@ def collect_summary(cfg: MixtuneConfig, store: Store, artifact_root: str, pipeli
         "mixture": {s: round(w, 3) for s, w in templates.get("mixture", {}).get("weights", {}).items()},
         "evaluation": metrics,
         "metrics": {t: v["scores"] for t, v in metrics["tasks"].items()},
+        # Unsupported facts, degenerate outputs and name coverage (%) per model, with the candidate's interval.
+        "faithfulness": {t: {"scores": v["faithfulness"]["scores"], "ci": v["faithfulness"]["ci"]["candidate"]}
+                         for t, v in metrics["tasks"].items() if v.get("faithfulness")},
         "report": join(artifact_root, "evaluate", "report.html"),
         "champion_version_evaluated": None if metrics.get("champion_version") is None else str(metrics["champion_version"]),
         "n_eval": metrics.get("n_examples"),
         "example": {"id": example["id"], "reference": example["references"][0], "candidate": example["candidate"],
-                    "base": example["base"]},
+                    "base": example["base"], "unsupported": example.get("candidate_unsupported") or [],
+                    "degenerate": example.get("candidate_degenerate")},
         "registered": registered,
         "artifacts": sorted({u.split(artifact_root + "/")[1].split("/")[0] for u, _ in store.list(artifact_root)}),
         "tracking_uri": cfg.tracking.uri,
@@ -76,15 +80,17 @@ def print_summary(summary: dict) -> None:
               + (f"; PII redacted: {', '.join(f'{n} {k}' for k, n in pii.items())}" if pii else ""))
     if summary["mixture"]:
         con.print("  train mixture weights (sampled at load time): " + ", ".join(f"{t} {p:.1%}" for t, p in summary["mixture"].items()))
-    from components.evaluate.report import print_summary_table
+    from components.evaluate.summary_table import print_summary_table
 
     con.print(f"evaluation: {summary['n_eval']} examples; champion evaluated against: "
               f"{'v' + summary['champion_version_evaluated'] if summary['champion_version_evaluated'] else 'none'}")
     print_summary_table(summary["evaluation"], console=con)
     con.print(f"report: {summary['report']}")
     ex = summary["example"]
+    flags = ([f"unsupported: {', '.join(ex['unsupported'])}"] if ex.get("unsupported") else []) + (
+        [f"degenerate: {ex['degenerate']}"] if ex.get("degenerate") else [])
     con.print(f"example {ex['id']}\n  reference : {ex['reference']}\n  fine-tuned: {ex['candidate']}"
-              f"\n  base      : {ex['base'][:120]!r}")
+              + (f"\n  checks    : {'; '.join(flags)}" if flags else "") + f"\n  base      : {ex['base'][:120]!r}")
     reg = summary["registered"]
     if reg:
         con.print(f"registered: {reg['name']} version {reg['version']} aliases {reg['aliases']} — {reg['decision']}")

@@ -168,6 +168,8 @@ class TinyModelConfig(_Strict):
     num_decoder_layers: int = 2
     num_heads: int = 4
     vocab_size: int = Field(default=4000, ge=300)
+    dropout_rate: float = Field(default=0.1, ge=0.0, lt=1.0, description="T5's dropout; a tiny model trained for "
+                                "a few hundred steps on a small set learns faster with less")
 
 
 class ModelConfig(_Strict):
@@ -285,6 +287,47 @@ class TrainConfig(_Strict):
 MetricFamily = Literal["rouge", "rating", "ner", "code"]
 
 
+GENERATION_KEYS = ("num_beams", "max_new_tokens", "no_repeat_ngram_size", "repetition_penalty", "length_penalty")
+
+
+def _moved_to_generation(raw, section: str):
+    if isinstance(raw, dict):
+        moved = sorted(set(GENERATION_KEYS) & set(raw))
+        if moved:
+            raise ValueError(f"{', '.join(moved)} moved to the top-level generation section "
+                             f"({', '.join('generation.' + k for k in moved)}): evaluate, infer and serving "
+                             f"generate with the same settings, so the scores describe the served model")
+    return raw
+
+
+class GenerationConfig(_Strict):
+    """How every model generates: evaluate (candidate, base and champion alike), batch inference and the served
+    MLflow model, so the scores the gate reads describe what production returns. Recorded with the scores."""
+
+    num_beams: int = Field(default=1, ge=1, description="1 = greedy")
+    max_new_tokens: int = Field(default=96, ge=1)
+    no_repeat_ngram_size: int = Field(default=0, ge=0, description="no n-gram of this size appears twice in an "
+                                      "output (0 = off); 3-4 stops 'order 2222…' loops")
+    repetition_penalty: float = Field(default=1.0, ge=1.0, le=3.0, description="> 1 lowers the score of tokens "
+                                      "already in the output (or the input, for a decoder-only model)")
+    length_penalty: float = Field(default=1.0, description="beam search only: > 1 favours longer outputs")
+
+
+class FaithfulnessConfig(_Strict):
+    """The summarization family's checks beside ROUGE (components/evaluate/faithfulness.py)."""
+
+    tasks: list[str] = Field(default_factory=lambda: ["summarization"], description="tasks whose outputs are "
+                             "checked for unsupported facts, name coverage and degenerate output")
+    min_length_ratio: float = Field(default=0.25, gt=0.0, le=1.0, description="an output shorter than this x "
+                                    "the shortest reference (in words) is degenerate")
+    max_length_ratio: float = Field(default=3.0, ge=1.0, description="an output longer than this x the longest "
+                                    "reference is degenerate")
+    max_repeat_share: float = Field(default=0.5, gt=0.0, le=1.0, description="an output in which one token, or "
+                                    "repeats of one n-gram, make up more than this share of the words loops")
+    copy_overlap: float = Field(default=0.9, gt=0.0, le=1.0, description="an output whose word 8-grams are this "
+                                "share or more from the prompt, and that is as long as a dialogue, is a copy")
+
+
 class BootstrapConfig(_Strict):
     """Percentile bootstrap over evaluation examples, for intervals and the gate's paired deltas."""
 
@@ -304,9 +347,14 @@ class EvaluateConfig(_Strict):
                                           "review_rating rating, ner ner, code_translation code, others rouge")
     bootstrap: BootstrapConfig = BootstrapConfig()
     batch_size: int = Field(default=32, ge=1)
-    num_beams: int = Field(default=1, ge=1)
-    max_new_tokens: int = Field(default=96, ge=1)
-    worst_examples: int = Field(default=5, ge=0, description="per task, shown side by side in the report")
+    worst_examples: int = Field(default=5, ge=0, description="per task: the worst, best and random examples "
+                                "shown side by side in the report")
+    faithfulness: FaithfulnessConfig = FaithfulnessConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, raw):
+        return _moved_to_generation(raw, "evaluate")
 
 
 class GateConfig(_Strict):
@@ -317,6 +365,18 @@ class GateConfig(_Strict):
     primary_task: str | None = Field(default=None, description="default: the first of evaluate.tasks")
     metric: str | None = Field(default=None, description="default: the primary metric of the task's family")
     min_improvement: float = Field(default=0.0, ge=0.0, description="the delta CI's lower bound must exceed this")
+    max_unsupported: float = Field(default=10.0, ge=0.0, le=100.0, description="ceiling on the primary task's "
+                                   "unsupported-fact rate (% of the summaries' facts the dialogue does not support)")
+    max_degenerate: float = Field(default=2.0, ge=0.0, le=100.0, description="ceiling on the primary task's "
+                                  "degenerate-output rate (% of outputs empty, looping, a prompt copy or far off length)")
+    faithfulness_tolerance: float = Field(default=1.0, ge=0.0, description="the unsupported and degenerate rates "
+                                          "may not rise against the champion by more than this (points) where the "
+                                          "paired interval says the rise is real (its lower bound above 0)")
+    min_primary: float = Field(default=20.0, ge=0.0, description="before the first champion, when the base model "
+                               "is unusable (see base_max_degenerate): the candidate's primary metric must reach this")
+    base_max_degenerate: float = Field(default=50.0, ge=0.0, le=100.0, description="a base model with more "
+                                       "degenerate outputs than this (%) is no baseline: 'better than the base' "
+                                       "means nothing, so the absolute floor and ceilings decide alone")
     max_drop: float = Field(default=1.0, ge=0.0, description="largest allowed drop of any task's primary metric")
     max_drop_per_task: dict[str, float] = Field(default_factory=dict, description="task -> tolerance override")
     check_base: bool = Field(default=True, description="also refuse a candidate that drops below the base model")
@@ -348,8 +408,11 @@ class InferConfig(_Strict):
     prompt: str = Field(default="Summarize this dialogue:\n{dialogue}",
                         description="the summarization task's eval template: what the model was scored with")
     batch_size: int = Field(default=32, ge=1)
-    num_beams: int = Field(default=1, ge=1)
-    max_new_tokens: int = Field(default=96, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, raw):
+        return _moved_to_generation(raw, "infer")
 
 
 class ServeKubernetesConfig(_Strict):
@@ -488,6 +551,7 @@ class MixtuneConfig(_Strict):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     registry: RegistryConfig = RegistryConfig()
+    generation: GenerationConfig = GenerationConfig()
     infer: InferConfig = InferConfig()
     serve: ServeConfig = ServeConfig()
     storage: StorageConfig = StorageConfig()

@@ -4,7 +4,11 @@ Two questions, both answered from numbers measured in one evaluate run on one fr
   1. Is the candidate better on the primary task? The paired-bootstrap interval of
      (candidate - baseline) must lie above `min_improvement`; the baseline is the champion, or the
      base model before the first promotion.
-  2. Did anything get worse? No scored task's primary metric may drop by more than its tolerance
+  2. Are its summaries faithful? Its unsupported-fact and degenerate rates stay under absolute ceilings and
+     do not rise against the champion beyond a tolerance, whatever its ROUGE. Before the first champion, an
+     unusable base model (mostly degenerate outputs) is no baseline: the candidate must reach an absolute
+     floor of the primary metric instead of merely beating it.
+  3. Did anything get worse? No scored task's primary metric may drop by more than its tolerance
      against the champion, nor (with `check_base`) against the base model: that is forgetting. With
      `check_sources`, each source of a task fed by several (old chat logs, new ones) is held alike.
 Evaluate runs it to show the verdict in its report; register runs it again against the champion
@@ -57,13 +61,25 @@ def evaluate_gate(gate: GateConfig, metrics: dict) -> Decision:
     delta = p["delta"].get(baseline)
     if delta is None:
         raise ValueError(f"metrics.json has no {baseline} delta for {primary!r}")
-    low, mean = _gain(p, delta, "low"), _gain(p, delta, "mean")
+    unusable = unusable_base(gate, tasks)
     who = f"champion v{metrics['champion_version']}" if baseline == "champion" else "base model"
-    conf = f"{100 * metrics.get('confidence', 0.95):g}%"
-    checks.append(Check(
-        f"improves {primary}", low > gate.min_improvement,
-        f"{p['primary']} {mean:+.2f} vs {who}, {conf} CI lower bound {low:+.2f} "
-        f"{'>' if low > gate.min_improvement else '<='} margin {gate.min_improvement:g}"))
+    if baseline == "base" and primary in unusable:
+        # "Better than an untrained model" says nothing: the candidate must reach an absolute floor instead.
+        score = p["scores"]["candidate"][p["primary"]]
+        checks.append(Check("base model usable", True, f"no: {unusable[primary]:.1f}% of its {primary} outputs "
+                            f"are degenerate (> {gate.base_max_degenerate:g}%), so the absolute floor and ceilings "
+                            "decide, not the comparison with it"))
+        checks.append(Check(f"reaches {primary} floor", score >= gate.min_primary,
+                            f"{p['primary']} {score:.2f} {'>=' if score >= gate.min_primary else '<'} min_primary "
+                            f"{gate.min_primary:g}"))
+    else:
+        low, mean = _gain(p, delta, "low"), _gain(p, delta, "mean")
+        conf = f"{100 * metrics.get('confidence', 0.95):g}%"
+        checks.append(Check(
+            f"improves {primary}", low > gate.min_improvement,
+            f"{p['primary']} {mean:+.2f} vs {who}, {conf} CI lower bound {low:+.2f} "
+            f"{'>' if low > gate.min_improvement else '<='} margin {gate.min_improvement:g}"))
+    checks += faithfulness_checks(gate, metrics, baseline)
 
     against = [("champion", f"champion v{metrics.get('champion_version')}")] if baseline == "champion" else []
     if gate.check_base:
@@ -81,7 +97,7 @@ def evaluate_gate(gate: GateConfig, metrics: dict) -> Decision:
         for label_of_slice, deltas in slices:
             for role, label in against:
                 d = deltas.get(role)
-                if d is None:
+                if d is None or (role == "base" and name in unusable):
                     continue
                 gain = _gain(task, d, "mean")
                 checks.append(Check(f"{label_of_slice} holds vs {role}", gain >= -tolerance,
@@ -91,8 +107,56 @@ def evaluate_gate(gate: GateConfig, metrics: dict) -> Decision:
     if failed:
         reason = "keep: " + "; ".join(f"{c.name} failed ({c.detail})" for c in failed)
     else:
-        reason = f"promote: {checks[0].detail}; no task (or source) dropped beyond its tolerance"
+        head = next(c for c in checks if c.name.startswith(("improves", "reaches")))
+        reason = (f"promote: {head.detail}; facts and outputs within their ceilings; no task (or source) dropped "
+                  "beyond its tolerance")
     return Decision(not failed, reason, tuple(checks), baseline)
+
+
+def unusable_base(gate: GateConfig, tasks: dict) -> dict[str, float]:
+    """task -> the base model's degenerate rate, for the tasks on which it is above base_max_degenerate."""
+    out = {}
+    for name, task in tasks.items():
+        base = ((task.get("faithfulness") or {}).get("scores") or {}).get("base")
+        if base is not None and base["degenerate"] > gate.base_max_degenerate:
+            out[name] = base["degenerate"]
+    return out
+
+
+CEILINGS = (("unsupported", "max_unsupported", "unsupported facts"), ("degenerate", "max_degenerate", "degenerate outputs"))
+
+
+def faithfulness_checks(gate: GateConfig, metrics: dict, baseline: str) -> list[Check]:
+    """Whatever the ROUGE: the candidate's unsupported-fact and degenerate rates stay under their ceilings,
+    and do not rise against the champion beyond the tolerance where the paired interval says the rise is
+    real (its lower bound above 0). On the primary task, and on each gated source of it."""
+    primary = metrics["primary_task"]
+    faithful = metrics["tasks"][primary].get("faithfulness")
+    # The tasks evaluate checks (recorded since it checks any; before that, summarization was the one to check).
+    if primary not in (metrics.get("faithfulness") or {}).get("tasks", ["summarization"]):
+        return []
+    if faithful is None:
+        return [Check(f"{primary} faithfulness measured", False, "metrics.json has no unsupported-fact or "
+                      "degenerate rates (evaluated before they existed, or the task is not in "
+                      "evaluate.faithfulness.tasks): re-evaluate to promote")]
+    slices = [(primary, faithful)]
+    for src, s in (metrics["tasks"][primary].get("sources") or {}).items():
+        if gate.check_sources and s.get("faithfulness") and s["n"] >= gate.source_min_examples:
+            slices.append((f"{primary}/{src}", s["faithfulness"]))
+    checks = []
+    for label, f in slices:
+        for metric, knob, words in CEILINGS:
+            ceiling, rate = getattr(gate, knob), f["scores"]["candidate"][metric]
+            low, high = f["ci"]["candidate"][metric]
+            checks.append(Check(f"{label} {words} <= {ceiling:g}%", rate <= ceiling,
+                                f"{rate:.1f}% [{low:.1f}, {high:.1f}] {'<=' if rate <= ceiling else '>'} {knob} {ceiling:g}"))
+            d = f["delta"][metric].get("champion") if baseline == "champion" else None
+            if d is not None:
+                worse = d["mean"] > gate.faithfulness_tolerance and d["low"] > 0
+                checks.append(Check(f"{label} {words} hold vs champion", not worse,
+                                    f"{d['mean']:+.1f} points [{d['low']:+.1f}, {d['high']:+.1f}] vs champion v"
+                                    f"{metrics['champion_version']} (tolerance +{gate.faithfulness_tolerance:g})"))
+    return checks
 
 
 def decide(gate: GateConfig, metrics: dict, current_champion: str | None) -> Decision:

@@ -37,17 +37,34 @@ class GenerationSettings:
     max_new_tokens: int
     max_source_length: int
     dtype: str | None = None  # a key of DTYPES; None = bf16 on a GPU that supports it, else fp32
+    # The loop controls (the config's `generation` section); the defaults are plain greedy/beam search, so
+    # a model version saved before they existed generates as it did.
+    no_repeat_ngram_size: int = 0
+    repetition_penalty: float = 1.0
+    length_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"dtype {self.dtype!r}: expected one of {sorted(DTYPES)} or None")
 
-    def as_dict(self) -> dict[str, int | str]:
+    def as_dict(self) -> dict[str, int | float | str]:
         return {
             "batch_size": self.batch_size, "num_beams": self.num_beams,
             "max_new_tokens": self.max_new_tokens, "max_source_length": self.max_source_length,
-            "dtype": self.dtype or "auto",
+            "dtype": self.dtype or "auto", "no_repeat_ngram_size": self.no_repeat_ngram_size,
+            "repetition_penalty": self.repetition_penalty, "length_penalty": self.length_penalty,
         }
+
+    def generate_kwargs(self) -> dict:
+        """The search arguments of model.generate; beam-only ones only with beams (else transformers warns)."""
+        out: dict = {"num_beams": self.num_beams, "do_sample": False}
+        if self.num_beams > 1:
+            out |= {"early_stopping": True, "length_penalty": self.length_penalty}
+        if self.no_repeat_ngram_size:
+            out["no_repeat_ngram_size"] = self.no_repeat_ngram_size
+        if self.repetition_penalty != 1.0:
+            out["repetition_penalty"] = self.repetition_penalty
+        return out
 
 
 def pick_device() -> torch.device:
@@ -71,7 +88,7 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
 
 def generate(model, tokenizer, texts: list[str], settings: GenerationSettings, desc: str = "generate",
              progress: bool = True) -> list[str]:
-    """Greedy (num_beams=1) or beam-search outputs for texts, in the order of texts.
+    """Greedy (num_beams=1) or beam-search outputs for texts, in the order of texts, with the loop controls.
 
     The model is moved to the device and cast to the generation dtype in place: callers load a model
     for evaluation and free it afterwards, so a copy would only double the memory needed.
@@ -86,7 +103,6 @@ def generate(model, tokenizer, texts: list[str], settings: GenerationSettings, d
             tokenizer.pad_token = tokenizer.eos_token
     encoded = tokenizer(texts, truncation=True, max_length=settings.max_source_length)["input_ids"]
     outputs: list[str] = [""] * len(texts)
-    beam = {"num_beams": settings.num_beams, "early_stopping": True} if settings.num_beams > 1 else {"num_beams": 1}
     batches = length_sorted_batches([len(ids) for ids in encoded], settings.batch_size)
     with torch.inference_mode():
         for idx in tqdm(batches, desc=desc, unit="batch", mininterval=5.0, disable=not progress):
@@ -95,9 +111,8 @@ def generate(model, tokenizer, texts: list[str], settings: GenerationSettings, d
                 input_ids=batch["input_ids"].to(device),
                 attention_mask=batch["attention_mask"].to(device),
                 max_new_tokens=settings.max_new_tokens,
-                do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
-                **beam,
+                **settings.generate_kwargs(),
             )
             if causal:
                 generated = generated[:, batch["input_ids"].shape[1]:]

@@ -9,6 +9,7 @@ MLmodel file is uploaded last, so a prefix that has one has the rest too.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import tempfile
 import warnings
@@ -39,10 +40,14 @@ INPUT_EXAMPLE = ["Customer: Hi, I was charged twice for order 4417 this morning.
                  "Customer: Thanks, how long will it take?\nAgent: Three to five business days."]
 
 
-def generation_settings(cfg: MixtuneConfig) -> GenerationSettings:
-    """What batch inference and the served model generate with (infer.*), so both write the same text."""
-    return GenerationSettings(batch_size=cfg.infer.batch_size, num_beams=cfg.infer.num_beams,
-                              max_new_tokens=cfg.infer.max_new_tokens, max_source_length=cfg.model.max_source_length)
+def generation_settings(cfg: MixtuneConfig, batch_size: int | None = None) -> GenerationSettings:
+    """What evaluate, batch inference and the served model generate with (the `generation` section), so the
+    scores describe the text production returns. batch_size: evaluate's own (default infer.batch_size)."""
+    g = cfg.generation
+    return GenerationSettings(batch_size=batch_size or cfg.infer.batch_size, num_beams=g.num_beams,
+                              max_new_tokens=g.max_new_tokens, max_source_length=cfg.model.max_source_length,
+                              no_repeat_ngram_size=g.no_repeat_ngram_size, repetition_penalty=g.repetition_penalty,
+                              length_penalty=g.length_penalty)
 
 
 def model_spec(cfg: MixtuneConfig) -> dict:
@@ -50,9 +55,7 @@ def model_spec(cfg: MixtuneConfig) -> dict:
     check_prompt(cfg.infer.prompt)
     settings = generation_settings(cfg)
     return {"schema": SPEC_SCHEMA, "task": "summarization", "prompt": cfg.infer.prompt,
-            "generation": {"batch_size": settings.batch_size, "num_beams": settings.num_beams,
-                           "max_new_tokens": settings.max_new_tokens,
-                           "max_source_length": settings.max_source_length, "dtype": settings.dtype}}
+            "generation": dataclasses.asdict(settings)}
 
 
 def pinned_requirements() -> list[str]:

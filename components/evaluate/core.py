@@ -28,6 +28,8 @@ from components.common.storage import Store, join, require_complete
 from components.common.tracking import step_run
 from components.evaluate.evalset import eval_set_sha256, read_eval_source, references, select_examples
 from components.common.generation import GenerationSettings, generate
+from components.common.mlflow_model import generation_settings
+from components.evaluate.faithfulness import ExampleCheck
 from components.evaluate.report import render_report
 from components.evaluate.scoring import flat_metrics, score_tasks
 
@@ -45,6 +47,10 @@ PREDICTION_SCHEMA = pa.schema([
     ("base_score", pa.float64()),  # per-example score, 0..100, higher is better
     ("candidate_score", pa.float64()),
     ("champion_score", pa.float64()),
+    # Faithfulness checks (tasks in evaluate.faithfulness.tasks; null elsewhere): the facts the dialogue does
+    # not support, as written, and why the output is degenerate (null when it is not).
+    *[(f"{role}_unsupported", pa.list_(pa.string())) for role in ("base", "candidate", "champion")],
+    *[(f"{role}_degenerate", pa.string()) for role in ("base", "candidate", "champion")],
 ])
 
 
@@ -100,10 +106,17 @@ def train_history(store: Store, model_uri: str) -> list[dict] | None:
         return None
 
 
-def prediction_rows(rows: list[dict], outputs: dict[str, list[str]], scores: dict[str, list[float]]) -> list[dict]:
+def prediction_rows(rows: list[dict], outputs: dict[str, list[str]], scores: dict[str, list[float]],
+                    checks: dict[str, list[ExampleCheck | None]]) -> list[dict]:
+    def check(role: str, i: int) -> ExampleCheck | None:
+        return checks[role][i] if role in checks else None
+
     return [{"id": r["id"], "task": r["task"], "inputs": r["inputs"], "references": references(r),
              **{role: outputs[role][i] if role in outputs else None for role in ROLES},
-             **{f"{role}_score": scores[role][i] if role in scores else None for role in ROLES}}
+             **{f"{role}_score": scores[role][i] if role in scores else None for role in ROLES},
+             **{f"{role}_unsupported": [f.text for f in c.unsupported] if (c := check(role, i)) else None
+                for role in ROLES},
+             **{f"{role}_degenerate": c.degenerate if (c := check(role, i)) else None for role in ROLES}}
             for i, r in enumerate(rows)]
 
 
@@ -118,7 +131,7 @@ def run_evaluate(
     source, source_uri = read_eval_source(store, examples_uri, ev.eval_set_uri)
     rows = select_examples(source, ev.max_examples, ev.tasks)
     version = dataset_version(store, examples_uri)
-    settings = GenerationSettings(ev.batch_size, ev.num_beams, ev.max_new_tokens, cfg.model.max_source_length)
+    settings = generation_settings(cfg, batch_size=ev.batch_size)  # what infer and serving use too
     texts = [r["inputs"] for r in rows]
     eval_uri = join(artifact_root, "evaluate")
     store.delete(join(eval_uri, "metrics.json"))  # a retry unpublishes first: metrics.json is written last
@@ -140,7 +153,7 @@ def run_evaluate(
             outputs[role] = by_ref[ref]
             seconds[role] = time.perf_counter() - start
 
-        tasks, example_scores = score_tasks(cfg, rows, outputs)
+        tasks, example_scores, example_checks = score_tasks(cfg, rows, outputs)
         # The evaluated set itself, frozen next to the scores: a later run can pin it (eval_set_uri).
         eval_set = [{k: r.get(k) for k in EXAMPLE_SCHEMA.names} | {"references": references(r)} for r in rows]
         eval_set_bytes = table_bytes(pa.Table.from_pylist(eval_set, schema=EXAMPLE_SCHEMA))
@@ -162,11 +175,12 @@ def run_evaluate(
             "model_uri": model_uri,
             "base_model_uri": base_model_uri,
             "champion_uri": champion.uri if champion and champion.uri.startswith("s3://") else None,
-            "generation": settings.as_dict(),
+            "generation": settings.as_dict(),  # the same settings infer and the served model use
+            "faithfulness": cfg.evaluate.faithfulness.model_dump(),
             "generate_seconds": seconds,
         }
         metrics["gate"] = evaluate_gate(cfg.registry.gate, metrics).as_dict()
-        predictions = prediction_rows(rows, outputs, example_scores)
+        predictions = prediction_rows(rows, outputs, example_scores, example_checks)
         html = render_report(metrics, predictions, train_history(store, model_uri), worst=ev.worst_examples,
                              title=f"mixtune evaluation: {pipeline_run}")
         write_table(store, join(eval_uri, "predictions.parquet"), predictions, PREDICTION_SCHEMA)

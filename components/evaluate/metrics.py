@@ -30,6 +30,9 @@ FAMILIES: dict[str, Family] = {
     "rating": Family(("accuracy", "mae", "parsed"), "accuracy", ("mae",)),
     "ner": Family(("precision", "recall", "f1"), "f1"),
     "code": Family(("bleu", "exact_match"), "bleu"),
+    # Checked beside a summarization task's own family; rows from components/evaluate/faithfulness.py.
+    "faithfulness": Family(("unsupported", "name_coverage", "degenerate"), "unsupported",
+                           ("unsupported", "degenerate")),
 }
 DEFAULT_FAMILY: dict[str, str] = {"summarization": "rouge", "dialogue_topic": "rouge", "review_rating": "rating",
                                   "ner": "ner", "code_translation": "code"}
@@ -170,6 +173,8 @@ def example_stats(family: str, predictions: list[str], references: list[list[str
     parsed; ner: tp, n_pred, n_gold; code: sacrebleu's [hyp_len, ref_len, matches 1-4, totals 1-4]
     followed by exact match."""
     _family(family)
+    if family == "faithfulness":
+        raise ValueError("faithfulness statistics need the inputs: components/evaluate/faithfulness.py computes them")
     check_inputs(predictions, references)
     if family == "rouge":
         rows = [[r[k] for k in ROUGE_KEYS] for r in rouge_per_example(predictions, references)]
@@ -193,6 +198,11 @@ def _from_sums(family: str, sums: np.ndarray, n: int, only: str | None = None) -
         # Nothing predicted and nothing to find is perfect (100), never NaN.
         return {"precision": 100.0 * _ratio(tp, pred, gold == 0), "recall": 100.0 * _ratio(tp, gold, pred == 0),
                 "f1": 100.0 * _ratio(2.0 * tp, pred + gold, pred + gold == 0)}
+    if family == "faithfulness":  # facts, unsupported, reference names, covered, degenerate
+        facts, bad, names, covered = sums[:, 0], sums[:, 1], sums[:, 2], sums[:, 3]
+        return {"unsupported": 100.0 * _ratio(bad, facts, np.zeros_like(facts)),  # no facts: none invented
+                "name_coverage": 100.0 * _ratio(covered, names, names == 0),  # no names due: all covered
+                "degenerate": 100.0 * sums[:, 4] / n}
     out = {"exact_match": 100.0 * sums[:, -1] / n}
     if only != "exact_match":
         metric = _corpus_bleu()

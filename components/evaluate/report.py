@@ -7,11 +7,15 @@ inputs and generations are user text and model output, and must never become mar
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
+import re
 
 from jinja2 import Environment, StrictUndefined
+from markupsafe import Markup, escape
 
 from components.evaluate.charts import bar_chart_png, loss_curve_png
+from components.evaluate.formatting import ci as _ci, delta_class, delta_text as _delta_text, finite as _finite, num as _num
 
 ROLES = ("candidate", "base", "champion")
 
@@ -27,9 +31,9 @@ table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ddd;padding
 .promote{background:#2e7d32}.keep{background:#8d6e63}.pass{color:#2e7d32}.fail{color:#c62828}
 .scroll{max-height:14em;overflow:auto;white-space:pre-wrap;word-break:break-word;margin:0;
  font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}
-table.worst{table-layout:fixed;width:100%}table.worst th:first-child{width:5em}
+table.examples{table-layout:fixed;width:100%}table.examples th:first-child{width:5em}
 ol.refs{margin:0;padding-left:1.4em}.score{font-size:12px;color:#555;margin-top:.3em}
-img{max-width:100%;height:auto}
+img{max-width:100%;height:auto}mark.unsupported{background:#ffcdd2;color:#b71c1c;padding:0 .1em}h4{margin:.8em 0 .2em}
 """
 
 _TEMPLATE = """<!DOCTYPE html>
@@ -69,6 +73,12 @@ _TEMPLATE = """<!DOCTYPE html>
 <table class="deltas"><tr><th>{{ t.primary }} delta</th><th>mean [CI]</th></tr>
 {% for d in t.deltas %}<tr><td>candidate &minus; {{ d.vs }}</td><td class="num {{ d.cls }}">{{ d.text }}</td></tr>
 {% endfor %}</table>
+{% if t.faithful %}<table class="faithfulness" data-task="{{ t.name }}"><tr><th>faithfulness</th>
+{% for r in t.roles %}<th>{{ r }}</th>{% endfor %}{% for d in t.deltas %}<th>candidate &minus; {{ d.vs }}</th>{% endfor %}</tr>
+{% for m in t.faithful %}<tr data-metric="{{ m.metric }}"><td>{{ m.label }}</td>
+{% for r in t.roles %}<td class="num">{{ m.cells[r] }}</td>{% endfor %}
+{% for d in m.deltas %}<td class="num {{ d.cls }}">{{ d.text }}</td>{% endfor %}</tr>
+{% endfor %}</table>{% endif %}
 {% if t.sources %}<table class="sources" data-task="{{ t.name }}"><tr><th>source</th><th>n</th>
 {% for r in t.roles %}<th>{{ r }} {{ t.primary }}</th>{% endfor %}{% for d in t.deltas %}<th>&minus; {{ d.vs }}</th>{% endfor %}</tr>
 {% for src in t.sources %}<tr data-source="{{ src.name }}"><td>{{ src.name }}</td><td class="num">{{ src.n }}</td>
@@ -84,49 +94,27 @@ _TEMPLATE = """<!DOCTYPE html>
 {% else %}<p class="muted note">No training history was recorded for this model, so there is no loss curve.</p>
 {% endif %}</section>
 
-<section id="worst"><h2>Worst examples (lowest candidate score)</h2>
+<section id="examples"><h2>Examples: worst, best and random (by candidate score)</h2>
+<p class="muted">Facts the dialogue does not support are <mark class="unsupported">marked</mark>.</p>
 {% for w in worst %}<h3>{{ w.task }}</h3>
-{% if not w.rows %}<p class="muted">No predictions for this task.</p>{% else %}
-<table class="worst" data-task="{{ w.task }}"><tr><th>id</th><th>dialogue / inputs</th><th>references</th>
+{% if not w.groups %}<p class="muted">No predictions for this task.</p>{% endif %}
+{% for g in w.groups %}<h4>{{ g.kind }}</h4>
+<table class="examples {{ g.kind }}" data-task="{{ w.task }}" data-kind="{{ g.kind }}"><tr><th>id</th><th>dialogue / inputs</th><th>references</th>
 {% for r in w.roles %}<th>{{ r }}</th>{% endfor %}</tr>
-{% for row in w.rows %}<tr class="example" data-id="{{ row.id }}"><td>{{ row.id }}</td>
+{% for row in g.rows %}<tr class="example" data-id="{{ row.id }}"><td>{{ row.id }}</td>
 <td><pre class="scroll">{{ row.inputs }}</pre></td>
 <td><ol class="refs">{% for ref in row.references %}<li><pre class="scroll">{{ ref }}</pre></li>{% endfor %}</ol></td>
 {% for o in row.outputs %}<td class="{{ o.role }}"><pre class="scroll">{{ o.text }}</pre>
-<div class="score">score {{ o.score }}</div></td>{% endfor %}</tr>
-{% endfor %}</table>{% endif %}
+<div class="score">score {{ o.score }}{% if o.degenerate %} &middot; <span class="fail">degenerate: {{ o.degenerate }}</span>{% endif %}
+{% if o.unsupported %} &middot; <span class="fail">{{ o.unsupported }} unsupported</span>{% endif %}</div></td>{% endfor %}</tr>
+{% endfor %}</table>
+{% endfor %}
 {% endfor %}</section>
 </body></html>
 """
 
 _env = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 _template = _env.from_string(_TEMPLATE)
-
-
-def _finite(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _num(x: object) -> str:
-    return f"{x:.2f}" if _finite(x) else "—"
-
-
-def _ci(ci: list | tuple | None) -> str:
-    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci and all(_finite(c) for c in ci) else ""
-
-
-def _delta_text(d: dict | None) -> str:
-    if not d or not _finite(d.get("mean")):
-        return "—"
-    return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
-
-
-def delta_class(d: dict | None, lower_is_better: bool = False) -> str:
-    """'better' / 'worse' when the whole interval lies on one side of 0, else '' (not supported)."""
-    if not d or not (_finite(d.get("low")) and _finite(d.get("high"))):
-        return ""
-    low, high = (-d["high"], -d["low"]) if lower_is_better else (d["low"], d["high"])
-    return "better" if low > 0 else "worse" if high < 0 else ""
 
 
 def _has_champion(task: dict) -> bool:
@@ -161,7 +149,28 @@ def _task_view(name: str, t: dict, metrics: dict) -> dict:
                for src, s in (t.get("sources") or {}).items()]
     return {"name": name, "family": t.get("family", ""), "primary": t["primary"], "n": t.get("n", ""),
             "is_primary": name == metrics.get("primary_task"), "roles": roles, "rows": rows, "deltas": deltas,
-            "sources": sources}
+            "sources": sources, "faithful": _faithful_view(t.get("faithfulness"), roles)}
+
+
+FAITHFUL_LABELS = {"unsupported": "unsupported facts % (lower is better)", "degenerate":
+                   "degenerate outputs % (lower is better)", "name_coverage": "names covered %"}
+
+
+def _faithful_view(f: dict | None, roles: list[str]) -> list[dict]:
+    """The faithfulness table beside the metric table: each rate per model with its interval, and the
+    candidate's paired deltas (coloured by whether the interval says better or worse)."""
+    if not f:
+        return []
+    lower = set(f.get("lower_is_better") or [])
+    out = []
+    for metric, label in FAITHFUL_LABELS.items():
+        cells = {r: (_num((f["scores"].get(r) or {}).get(metric)) + " " + _ci((f["ci"].get(r) or {}).get(metric))).strip()
+                 for r in roles}
+        deltas = [{"text": _delta_text(f["delta"][metric].get(other)),
+                   "cls": delta_class(f["delta"][metric].get(other), metric in lower)}
+                  for other in (["champion"] if "champion" in roles else []) + ["base"]]
+        out.append({"metric": metric, "label": label, "cells": cells, "deltas": deltas})
+    return out
 
 
 def _references(row: dict) -> list[str]:
@@ -181,13 +190,44 @@ def worst_rows(predictions: list[dict], task: str, n: int) -> list[dict]:
     return rows[:max(n, 0)]
 
 
-def _worst_view(task: str, rows: list[dict], with_champion: bool) -> dict:
+def example_groups(predictions: list[dict], task: str, n: int) -> list[tuple[str, list[dict]]]:
+    """[("worst", ...), ("best", ...), ("random", ...)]: n rows each, no row twice. The random ones are
+    the first by a hash of their id, so the same evaluation shows the same rows."""
+    worst = worst_rows(predictions, task, n)
+    rest = [r for r in predictions if r.get("task") == task and r not in worst]
+    best = sorted(rest, key=lambda r: (-(r["candidate_score"] if _finite(r.get("candidate_score")) else -math.inf),
+                                       str(r.get("id"))))[:max(n, 0)]
+    rest = [r for r in rest if r not in best]
+    random = sorted(rest, key=lambda r: hashlib.sha256(str(r.get("id")).encode()).hexdigest())[:max(n, 0)]
+    return [(kind, rows) for kind, rows in (("worst", worst), ("best", best), ("random", random)) if rows]
+
+
+def highlight(text: str, facts: list[str] | None) -> Markup:
+    """text escaped, with each unsupported fact (as written) wrapped in <mark class="unsupported">."""
+    facts = sorted({f for f in facts or [] if f}, key=len, reverse=True)
+    if not facts:
+        return escape(text)
+    pattern = re.compile("|".join(re.escape(f) for f in facts))
+    out, last = Markup(""), 0
+    for m in pattern.finditer(text):
+        out += escape(text[last:m.start()]) + Markup('<mark class="unsupported">') + escape(m.group(0)) + Markup("</mark>")
+        last = m.end()
+    return out + escape(text[last:])
+
+
+def _example_view(r: dict, roles: list[str]) -> dict:
+    return {"id": r.get("id"), "inputs": r.get("inputs") or "", "references": _references(r),
+            "outputs": [{"role": role, "text": highlight(r.get(role) or "", r.get(f"{role}_unsupported")),
+                         "score": _num(r.get(f"{role}_score")).replace("—", "n/a"),
+                         "degenerate": r.get(f"{role}_degenerate"),
+                         "unsupported": len(r.get(f"{role}_unsupported") or [])} for role in roles]}
+
+
+def _worst_view(task: str, predictions: list[dict], n: int, with_champion: bool) -> dict:
     roles = ["base", "candidate"] + (["champion"] if with_champion else [])
-    view = [{"id": r.get("id"), "inputs": r.get("inputs") or "", "references": _references(r),
-             "outputs": [{"role": role, "text": r.get(role) or "",
-                          "score": _num(r.get(f"{role}_score")).replace("—", "n/a")} for role in roles]}
-            for r in rows]
-    return {"task": task, "roles": roles, "rows": view}
+    return {"task": task, "roles": roles,
+            "groups": [{"kind": kind, "rows": [_example_view(r, roles) for r in rows]}
+                       for kind, rows in example_groups(predictions, task, n)]}
 
 
 def _header(metrics: dict) -> dict:
@@ -211,9 +251,9 @@ def render_report(metrics: dict, predictions: list[dict], history: list[dict] | 
     names = list(dict.fromkeys(list(tasks) + [r["task"] for r in predictions if r.get("task")]))
     worst_views = []
     for name in names:
-        rows = worst_rows(predictions, name, worst)
+        rows = [r for r in predictions if r.get("task") == name]
         champ = (name in tasks and _has_champion(tasks[name])) or any(r.get("champion") is not None for r in rows)
-        worst_views.append(_worst_view(name, rows, champ))
+        worst_views.append(_worst_view(name, predictions, worst, champ))
     gate = metrics.get("gate") or {}
     loss = loss_curve_png(history)
     return _template.render(
@@ -226,62 +266,3 @@ def render_report(metrics: dict, predictions: list[dict], history: list[dict] | 
         loss_png=base64.b64encode(loss).decode("ascii") if loss else None,
         worst=worst_views,
     )
-
-
-SUMMARY_COLUMNS = ("task", "metric", "base", "champion", "candidate [CI]", "Δ champion [CI]", "Δ base")
-
-
-def summary_slices(metrics: dict) -> list[tuple[str, dict, dict]]:
-    """(label, task, its scores and deltas) per task, then per source of a task fed by several."""
-    out = []
-    for name, t in metrics.get("tasks", {}).items():
-        p = t["primary"]
-        out.append((name, t, {"scores": {r: (v or {}).get(p) for r, v in t["scores"].items()},
-                              "ci": (t.get("ci") or {}).get("candidate"), "delta": t["delta"]}))
-        out += [(f"  {name}/{src}", t, {"scores": s["scores"], "ci": None, "delta": s["delta"]})
-                for src, s in (t.get("sources") or {}).items()]
-    return out
-
-
-def summary_rows(metrics: dict) -> list[tuple[str, ...]]:
-    """One row of display strings per task (and source), for its primary metric, in SUMMARY_COLUMNS order."""
-    rows = []
-    for label, t, v in summary_slices(metrics):
-        ci = _ci(v["ci"])
-        base_delta = v["delta"].get("base")
-        rows.append((label, t["primary"], _num(v["scores"].get("base")), _num(v["scores"].get("champion")),
-                     _num(v["scores"].get("candidate")) + (" " + ci if ci else ""),
-                     _delta_text(v["delta"].get("champion")),
-                     f"{base_delta['mean']:+.2f}" if base_delta and _finite(base_delta.get("mean")) else "—"))
-    return rows
-
-
-def print_summary_table(metrics: dict, console=None) -> None:
-    """The per-task summary as a rich table, deltas coloured like the HTML report, then the gate."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    con = console or Console()
-    sha = (metrics.get("eval_set_sha256") or "")[:12]
-    champ = metrics.get("champion_version")
-    table = Table(title=f"Evaluation on {metrics.get('n_examples')} examples (eval set {sha}), "
-                        f"champion {'v' + str(champ) if champ is not None else 'none'}")
-    for col in SUMMARY_COLUMNS:
-        text_col = col in ("task", "metric")
-        table.add_column(col, justify="left" if text_col else "right", no_wrap=text_col)
-    styles = {"better": "green", "worse": "red", "": ""}
-    for (_, t, v), row in zip(summary_slices(metrics), summary_rows(metrics)):
-        lower = t["primary"] in (t.get("lower_is_better") or [])
-        cells = [Text(c) for c in row]
-        cells[5].stylize(styles[delta_class(v["delta"].get("champion"), lower)])
-        cells[6].stylize(styles[delta_class(v["delta"].get("base"), lower)])
-        table.add_row(*cells)
-    con.print(table)
-    gate = metrics.get("gate") or {}
-    verdict = "promote" if gate.get("promote") else "keep"
-    con.print(Text(f"gate: {verdict}", style="bold green" if gate.get("promote") else "bold yellow")
-              + Text(f" (vs {gate.get('baseline', '?')}): {gate.get('reason', '')}"))
-    for c in gate.get("checks", []):
-        con.print(Text("  ✓ " if c.get("passed") else "  ✗ ", style="green" if c.get("passed") else "red")
-                  + Text(f"{c.get('name', '')}: {c.get('detail', '')}"))

@@ -33,6 +33,7 @@ def build_tiny(tiny: TinyModelConfig, vocab_size: int, pad_id: int, eos_id: int,
         num_layers=tiny.num_layers,
         num_decoder_layers=tiny.num_decoder_layers,
         num_heads=tiny.num_heads,
+        dropout_rate=tiny.dropout_rate,
         pad_token_id=pad_id,
         eos_token_id=eos_id,
         decoder_start_token_id=pad_id,  # T5 starts decoding from the pad token

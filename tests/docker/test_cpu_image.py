@@ -188,7 +188,7 @@ def test_the_image_serves_a_version_as_the_inferenceservice_runs_it(docker_engin
     from pipelines.embedded import free_ports
     from tests.tiny_models import dialogues, package_folder, tiny_model_dirs
 
-    cfg = parse_config({"infer": {"max_new_tokens": 8}})
+    cfg = parse_config({"generation": {"max_new_tokens": 8}})
     local = package_folder(tiny_model_dirs(tmp_path, seeds=(0,))[0], cfg)
     for path in [local, *local.rglob("*")]:  # readable by uid 1000, as the storage initializer leaves them
         path.chmod(0o755 if path.is_dir() else 0o644)

@@ -106,7 +106,7 @@ def server_url(tmp_path_factory, s3_server):
     s3_server.create_bucket("mixtune-test")
     cfg = parse_config({"storage": {"bucket": "mixtune-test", "prefix": "fuzz", "endpoint_url": s3_server.endpoint},
                         "tracking": {"uri": f"sqlite:///{tmp}/mlflow.db"},
-                        "infer": {"max_new_tokens": 4}, "serve": {"poll_seconds": 0.5, **LIMITS}})
+                        "generation": {"max_new_tokens": 4}, "serve": {"poll_seconds": 0.5, **LIMITS}})
     connect(cfg)
     register_dir(cfg, Store(cfg.storage), tiny_model_dirs(tmp, seeds=(0,))[0], "fz", alias="champion")
     with running(build_server(cfg, tmp / "cache")) as url:

@@ -9,6 +9,7 @@ from components.common.storage import Store
 from pipelines.dag import compile_pipeline
 from pipelines.embedded import LocalS3
 from pipelines.local import patched_environ, run_local
+from tests.conftest import LENIENT_GATE
 from tests.faults import secret_scan
 
 STEP_DIRS = ["ingest", "templates", "shards", "train", "evaluate"]
@@ -65,7 +66,8 @@ def test_two_runs_end_to_end(tmp_path, monkeypatch, capfd):
                            "num_decoder_layers": 2, "vocab_size": 1000},
                   "max_source_length": 256, "max_target_length": 64},
         "train": {"num_processes": 2, "max_steps": 120, "micro_batch_size": 16, "learning_rate": 3e-3},
-        "evaluate": {"max_examples": 24, "batch_size": 12, "max_new_tokens": 48},
+        "evaluate": {"max_examples": 24, "batch_size": 12}, "generation": {"max_new_tokens": 48},
+        "registry": {"gate": LENIENT_GATE},
         "tracking": {"uri": "sqlite:///state/mlflow.db"},
     })
     first = run_local(cfg, tmp_path / "state")

@@ -58,7 +58,8 @@ def test_inference_pipeline_runs_locally(tiny_config, store, tmp_path, monkeypat
     cfg = tiny_config.model_copy(update={
         "data": tiny_config.data.model_copy(update={
             "sample": tiny_config.data.sample.model_copy(update={"conversations": 30, "broken_rows": 2})}),
-        "infer": tiny_config.infer.model_copy(update={"batch_size": 8, "max_new_tokens": 8}),
+        "infer": tiny_config.infer.model_copy(update={"batch_size": 8}),
+        "generation": tiny_config.generation.model_copy(update={"max_new_tokens": 8}),
     })
     version = register_tiny_champion(cfg, store, tmp_path)
 

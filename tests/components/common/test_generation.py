@@ -75,7 +75,29 @@ def test_settings_stay_positional_and_validate_dtype():
     s = GenerationSettings(32, 1, 96, 384)
     assert s.dtype is None
     assert s.as_dict() == {"batch_size": 32, "num_beams": 1, "max_new_tokens": 96, "max_source_length": 384,
-                           "dtype": "auto"}
+                           "dtype": "auto", "no_repeat_ngram_size": 0, "repetition_penalty": 1.0,
+                           "length_penalty": 1.0}
+    # Plain search unless a control is set; beam-only arguments only with beams.
+    assert s.generate_kwargs() == {"num_beams": 1, "do_sample": False}
+    loop = GenerationSettings(32, 4, 96, 384, no_repeat_ngram_size=3, repetition_penalty=1.2, length_penalty=0.8)
+    assert loop.generate_kwargs() == {"num_beams": 4, "do_sample": False, "early_stopping": True,
+                                      "length_penalty": 0.8, "no_repeat_ngram_size": 3, "repetition_penalty": 1.2}
     assert GenerationSettings(32, 1, 96, 384, "bfloat16").as_dict()["dtype"] == "bfloat16"
     with pytest.raises(ValueError, match="dtype 'bf16'"):
         GenerationSettings(32, 1, 96, 384, dtype="bf16")
+
+
+def test_no_repeat_ngram_size_breaks_the_loops_a_random_model_makes(tiny, texts):
+    """A random T5 repeats itself; with no_repeat_ngram_size=2 no token bigram appears twice in any output."""
+    model, tok = tiny
+
+    def bigram_repeats(settings: GenerationSettings) -> int:
+        out = 0
+        for text in generate(model, tok, texts, settings):
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            grams = list(zip(ids, ids[1:]))
+            out += len(grams) - len(set(grams))
+        return out
+
+    assert bigram_repeats(GenerationSettings(8, 1, 24, 192)) > 0  # the loop is there to break
+    assert bigram_repeats(GenerationSettings(8, 1, 24, 192, no_repeat_ngram_size=2)) == 0

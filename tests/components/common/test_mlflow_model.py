@@ -32,17 +32,18 @@ def llama_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def cfg(tiny_config) -> MixtuneConfig:
-    return tiny_config.model_copy(update={"infer": tiny_config.infer.model_copy(
-        update={"batch_size": 2, "max_new_tokens": 10})})
+    return tiny_config.model_copy(update={
+        "infer": tiny_config.infer.model_copy(update={"batch_size": 2}),
+        "generation": tiny_config.generation.model_copy(update={"max_new_tokens": 10, "no_repeat_ngram_size": 3})})
 
 
 def direct(cfg: MixtuneConfig, local: Path, texts: list[str]) -> list[str]:
     """The same prompts and settings through generate(), with the model loaded directly."""
     from transformers import AutoTokenizer
 
-    settings = GenerationSettings(batch_size=cfg.infer.batch_size, num_beams=cfg.infer.num_beams,
-                                  max_new_tokens=cfg.infer.max_new_tokens,
-                                  max_source_length=cfg.model.max_source_length)
+    settings = GenerationSettings(batch_size=cfg.infer.batch_size, num_beams=cfg.generation.num_beams,
+                                  max_new_tokens=cfg.generation.max_new_tokens,
+                                  max_source_length=cfg.model.max_source_length, no_repeat_ngram_size=3)
     prompts = [build_prompt(cfg.infer.prompt, t) for t in texts]
     return generate(load_local_model(str(local)), AutoTokenizer.from_pretrained(local), prompts, settings)
 
@@ -72,7 +73,9 @@ def test_the_mlflow_model_lands_beside_the_weights_mlmodel_last(cfg, store, t5_d
     assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"
     assert flavor["config"] == {"schema": 1, "task": "summarization", "prompt": cfg.infer.prompt,
                                 "generation": {"batch_size": 2, "num_beams": 1, "max_new_tokens": 10,
-                                               "max_source_length": cfg.model.max_source_length, "dtype": None}}
+                                               "max_source_length": cfg.model.max_source_length, "dtype": None,
+                                               "no_repeat_ngram_size": 3, "repetition_penalty": 1.0,
+                                               "length_penalty": 1.0}}
     assert json.loads(doc["signature"]["inputs"]) == [{"type": "string", "required": True}]
     assert json.loads(doc["signature"]["outputs"]) == [{"type": "string", "required": True}]
     requirements = store.get_bytes(join(uri, "requirements.txt")).decode().split()

@@ -30,7 +30,10 @@ def test_evaluate_scores_base_and_candidate_on_the_same_examples(tiny_config, st
     assert [p["id"] for p in preds] == [e["id"] for e in expected]
     assert len(preds) == tiny_config.evaluate.max_examples == 16
     assert set(preds[0]) == {"id", "task", "inputs", "references", "base", "candidate", "champion",
-                             "base_score", "candidate_score", "champion_score"}
+                             "base_score", "candidate_score", "champion_score", "base_unsupported",
+                             "candidate_unsupported", "champion_unsupported", "base_degenerate",
+                             "candidate_degenerate", "champion_degenerate"}
+    assert all(p["champion_unsupported"] is None and isinstance(p["candidate_unsupported"], list) for p in preds)
     assert all(p["champion"] is None and p["champion_score"] is None for p in preds)
     assert [p["references"] for p in preds] == [[e["targets"]] for e in expected]
 
@@ -53,6 +56,20 @@ def test_evaluate_scores_base_and_candidate_on_the_same_examples(tiny_config, st
     d = t["delta"]["base"]
     assert d["low"] > 0 and d["mean"] == pytest.approx(t["scores"]["candidate"]["rougeL"] - t["scores"]["base"]["rougeL"])
     assert m["gate"]["promote"] and m["gate"]["baseline"] == "base"
+    # Faithfulness beside ROUGE: rates per model with intervals, paired deltas, and checks in the verdict.
+    f = t["faithfulness"]
+    assert f["n"] == 16 and f["scores"]["champion"] is None
+    for role in ("candidate", "base"):
+        assert set(f["scores"][role]) == {"unsupported", "name_coverage", "degenerate"}
+        for k, v in f["scores"][role].items():
+            assert 0.0 <= f["ci"][role][k][0] <= v <= f["ci"][role][k][1] <= 100.0
+    assert f["delta"]["degenerate"]["base"]["mean"] == pytest.approx(
+        f["scores"]["candidate"]["degenerate"] - f["scores"]["base"]["degenerate"])
+    flagged = [p for p in preds if p["candidate_degenerate"]]
+    assert len(flagged) == round(f["scores"]["candidate"]["degenerate"] * 16 / 100)
+    names = [c["name"] for c in m["gate"]["checks"]]
+    assert "summarization unsupported facts <= 100%" in names and "summarization degenerate outputs <= 100%" in names
+    assert m["generation"]["no_repeat_ngram_size"] == tiny_config.generation.no_repeat_ngram_size
     # The evaluated set is frozen next to the scores, and re-reading it gives the same content hash.
     frozen = pq.read_table(io.BytesIO(store.get_bytes(m["eval_set_uri"]))).to_pylist()
     assert eval_set_sha256(frozen) == m["eval_set_sha256"]
@@ -65,6 +82,7 @@ def test_evaluate_scores_base_and_candidate_on_the_same_examples(tiny_config, st
     assert "mlflow.parentRunId" in run.data.tags
     assert run.data.metrics["summarization/candidate_rougeL"] == pytest.approx(t["scores"]["candidate"]["rougeL"])
     assert run.data.metrics["summarization/base_rouge2"] == pytest.approx(t["scores"]["base"]["rouge2"])
+    assert run.data.metrics["summarization/candidate_unsupported"] == pytest.approx(f["scores"]["candidate"]["unsupported"])
     logged = mlflow.artifacts.load_dict(f"runs:/{r.mlflow_run_id}/evaluate/metrics.json")
     assert logged["eval_set_sha256"] == m["eval_set_sha256"]
     assert "<html" in mlflow.artifacts.load_text(f"runs:/{r.mlflow_run_id}/evaluate/report.html")

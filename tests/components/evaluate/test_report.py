@@ -10,7 +10,8 @@ import pytest
 from rich.console import Console
 
 from components.evaluate.charts import DPI, FIGSIZE, bar_chart_png, loss_curve_png
-from components.evaluate.report import print_summary_table, render_report, summary_rows, worst_rows
+from components.evaluate.report import render_report, worst_rows
+from components.evaluate.summary_table import print_summary_table, summary_rows
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 XSS = "<script>alert(1)</script>"
@@ -296,3 +297,46 @@ def test_sources_of_a_task_get_their_own_rows_in_the_report_and_the_table():
     table = html.split('<table class="sources" data-task="summarization">')[1].split("</table>")[0]
     assert '<tr data-source="chats">' in table and "34.50" in table and 'class="num worse">-4.50' in table
     assert 'data-task="review_rating"' not in html.split('class="sources"')[-1].split("</table>")[0]
+
+
+def test_faithfulness_table_best_random_worst_and_marked_facts():
+    from tests.components.common.gate_metrics import faithfulness
+
+    metrics = sample_metrics()
+    metrics["tasks"]["summarization"]["faithfulness"] = faithfulness(
+        {"candidate": (12.5, 0.0), "base": (40.0, 62.5), "champion": (3.0, 0.0)})
+    preds = sample_predictions()
+    text = "Jamie refunds 3.95 euros to <b>Hugo</b> for 3.95"
+    preds[0] |= {"candidate": text, "candidate_unsupported": ["3.95", "Jamie"], "candidate_degenerate": None,
+                 "base_degenerate": "loop", "base_unsupported": []}
+    html = render_report(metrics, preds, sample_history(), worst=3)
+    doc = parse(html)
+    table = by_task(doc, "faithfulness")["summarization"]
+    rows = table_rows(table)
+    assert rows[0] == ["faithfulness", "candidate", "base", "champion", "candidate − champion v3", "candidate − base"]
+    assert rows[1][:2] == ["unsupported facts % (lower is better)", "12.50 [10.50, 14.50]"]
+    # More unsupported facts than the champion, with the whole interval above 0: red; fewer than the base: green.
+    cells = table.find_all("tr")[1].find_all("td", "num")
+    assert (cells[3].all_text(), cells[3].attrs["class"]) == ("+9.50 [+8.50, +10.50]", "num worse")
+    assert cells[4].attrs["class"] == "num better"
+    # Worst, best and random examples, no row twice; s7 (candidate 80) is among the best.
+    groups = {t.attrs["data-kind"]: [tr.attrs["data-id"] for tr in t.find_all("tr", "example")]
+              for t in doc.find_all("table", "examples") if t.attrs["data-task"] == "summarization"}
+    assert groups["worst"] == ["s2", "s3", "s1"] and groups["best"] == ["s6", "s7", "s8"]
+    assert len(groups["random"]) == 2 and not set(groups["random"]) & set(groups["worst"] + groups["best"])
+    # The unsupported facts are marked where they are written; the output stays escaped.
+    assert html.count('<mark class="unsupported">3.95</mark>') == 2 and '<mark class="unsupported">Jamie</mark>' in html
+    assert "&lt;b&gt;Hugo&lt;/b&gt;" in html and "<b>Hugo</b>" not in html
+    assert "degenerate: loop" in html and "2 unsupported" in html
+
+
+def test_summary_rows_list_the_faithfulness_rates():
+    from tests.components.common.gate_metrics import faithfulness
+
+    metrics = sample_metrics()
+    metrics["tasks"]["summarization"]["faithfulness"] = faithfulness(
+        {"candidate": (12.5, 0.0), "base": (40.0, 62.5), "champion": (3.0, 0.0)})
+    rows = summary_rows(metrics)
+    assert [r[:2] for r in rows[:4]] == [("summarization", "rougeL"), ("summarization", "unsupported ↓"),
+                                         ("summarization", "degenerate ↓"), ("summarization", "name_coverage")]
+    assert rows[1][2:] == ("40.00", "3.00", "12.50 [10.50, 14.50]", "+9.50 [+8.50, +10.50]", "-27.50")

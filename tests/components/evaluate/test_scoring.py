@@ -21,7 +21,7 @@ def test_a_task_with_two_sources_gets_a_slice_per_source():
                "base": ["hello", "hello", "hello", "3"],
                "champion": ["the refund was sent to the card", "hello", "order 42 goes to a new address", "5"]}
     cfg = parse_config({"evaluate": {"tasks": ["summarization", "review_rating"]}})
-    tasks, _ = score_tasks(cfg, rows, outputs)
+    tasks, _, _ = score_tasks(cfg, rows, outputs)
     assert "sources" not in tasks["review_rating"]  # one source: the task is its only slice
     sources = tasks["summarization"]["sources"]
     assert list(sources) == ["chats", "tweetsumm"] and [s["n"] for s in sources.values()] == [2, 1]
@@ -38,6 +38,6 @@ def test_a_task_with_two_sources_gets_a_slice_per_source():
 
 def test_without_a_champion_the_slices_have_no_champion_delta():
     rows = [_row("a:1#0", "summarization", "one two"), _row("b:1#0", "summarization", "three four")]
-    tasks, _ = score_tasks(parse_config({}), rows, {"candidate": ["one", "four"], "base": ["x", "y"]})
+    tasks, _, _ = score_tasks(parse_config({}), rows, {"candidate": ["one", "four"], "base": ["x", "y"]})
     assert all(s["delta"]["champion"] is None and s["scores"]["champion"] is None
                for s in tasks["summarization"]["sources"].values())

@@ -45,8 +45,9 @@ def _private_model_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def cfg(tiny_config) -> MixtuneConfig:
-    infer = tiny_config.infer.model_copy(update={"batch_size": 2, "max_new_tokens": 12})
-    return tiny_config.model_copy(update={"infer": infer})
+    infer = tiny_config.infer.model_copy(update={"batch_size": 2})
+    generation = tiny_config.generation.model_copy(update={"max_new_tokens": 12})
+    return tiny_config.model_copy(update={"infer": infer, "generation": generation})
 
 
 def with_model(cfg: MixtuneConfig, model: str) -> MixtuneConfig:
@@ -87,8 +88,8 @@ def expected_summaries(cfg: MixtuneConfig, local: Path, texts: list[str]) -> lis
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     prompts = [build_prompt(cfg.infer.prompt, t) for t in texts]
-    settings = GenerationSettings(batch_size=cfg.infer.batch_size, num_beams=cfg.infer.num_beams,
-                                  max_new_tokens=cfg.infer.max_new_tokens,
+    settings = GenerationSettings(batch_size=cfg.infer.batch_size, num_beams=cfg.generation.num_beams,
+                                  max_new_tokens=cfg.generation.max_new_tokens,
                                   max_source_length=cfg.model.max_source_length)
     return generate(AutoModelForSeq2SeqLM.from_pretrained(local), AutoTokenizer.from_pretrained(local), prompts, settings)
 

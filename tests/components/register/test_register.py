@@ -34,7 +34,8 @@ def test_first_model_becomes_champion_and_challenger_with_tags(tiny_config, clie
     assert tags["metric.summarization.delta_base_rougeL"] == "19.000000 [18.000000, 20.000000]"
     assert tags["mixtune.eval_uri"] == eval_uri and tags["mixtune.replaced_champion"] == "none"
     assert tags["mixtune.primary"] == "summarization/rougeL" and len(tags["mixtune.git_commit"]) >= 7
-    assert [c["passed"] for c in json.loads(tags["mixtune.gate_checks"])] == [True, True]
+    checks = json.loads(tags["mixtune.gate_checks"])
+    assert [c["passed"] for c in checks] == [True] * 4 and "summarization unsupported facts <= 100%" in {c["name"] for c in checks}
     assert tags["mixtune.gate"] == "promote" and tags["mixtune.gate_reason"] == r.reason
     assert tags["mixtune.model_uri"] == model_uri
     assert tags["mixtune.mlflow_model"] == "pyfunc"

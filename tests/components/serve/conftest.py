@@ -27,8 +27,9 @@ def served_dirs(tmp_path_factory) -> dict[int, Path]:
 def serve_cfg(tiny_config) -> MixtuneConfig:
     """Fast polling, so alias moves show within a second."""
     serve = tiny_config.serve.model_copy(update={"poll_seconds": 0.25, "max_wait_ms": 20.0})
-    infer = tiny_config.infer.model_copy(update={"batch_size": 4, "max_new_tokens": 8})
-    cfg = tiny_config.model_copy(update={"serve": serve, "infer": infer})
+    infer = tiny_config.infer.model_copy(update={"batch_size": 4})
+    generation = tiny_config.generation.model_copy(update={"max_new_tokens": 8})
+    cfg = tiny_config.model_copy(update={"serve": serve, "infer": infer, "generation": generation})
     connect(cfg)
     return cfg
 
