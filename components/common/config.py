@@ -287,7 +287,8 @@ class TrainConfig(_Strict):
 MetricFamily = Literal["rouge", "rating", "ner", "code"]
 
 
-GENERATION_KEYS = ("num_beams", "max_new_tokens", "no_repeat_ngram_size", "repetition_penalty", "length_penalty")
+GENERATION_KEYS = ("num_beams", "max_new_tokens", "no_repeat_ngram_size", "repetition_penalty", "length_penalty",
+                   "copy_facts")
 
 
 def _moved_to_generation(raw, section: str):
@@ -311,6 +312,9 @@ class GenerationConfig(_Strict):
     repetition_penalty: float = Field(default=1.0, ge=1.0, le=3.0, description="> 1 lowers the score of tokens "
                                       "already in the output (or the input, for a decoder-only model)")
     length_penalty: float = Field(default=1.0, description="beam search only: > 1 favours longer outputs")
+    copy_facts: bool = Field(default=False, description="a number, id or name the model writes must be copied "
+                             "whole from its input (components/common/fact_copy.py): stated facts occur in the "
+                             "dialogue; whether they are in the right place is still the model's")
 
 
 class FaithfulnessConfig(_Strict):

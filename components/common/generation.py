@@ -42,6 +42,7 @@ class GenerationSettings:
     no_repeat_ngram_size: int = 0
     repetition_penalty: float = 1.0
     length_penalty: float = 1.0
+    copy_facts: bool = False  # numbers, ids and names are copied whole from the input (fact_copy.py)
 
     def __post_init__(self) -> None:
         if self.dtype is not None and self.dtype not in DTYPES:
@@ -53,6 +54,7 @@ class GenerationSettings:
             "max_new_tokens": self.max_new_tokens, "max_source_length": self.max_source_length,
             "dtype": self.dtype or "auto", "no_repeat_ngram_size": self.no_repeat_ngram_size,
             "repetition_penalty": self.repetition_penalty, "length_penalty": self.length_penalty,
+            "copy_facts": self.copy_facts,
         }
 
     def generate_kwargs(self) -> dict:
@@ -107,12 +109,21 @@ def generate(model, tokenizer, texts: list[str], settings: GenerationSettings, d
     with torch.inference_mode():
         for idx in tqdm(batches, desc=desc, unit="batch", mininterval=5.0, disable=not progress):
             batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, padding=True, return_tensors="pt")
+            extra = {}
+            if settings.copy_facts:
+                from transformers import LogitsProcessorList
+
+                from .fact_copy import FactCopyProcessor  # relative: this module also ships as mixtune_pyfunc
+
+                extra["logits_processor"] = LogitsProcessorList([FactCopyProcessor(
+                    tokenizer, [encoded[i] for i in idx], settings.num_beams,
+                    batch["input_ids"].shape[1] if causal else 0)])
             generated = model.generate(
                 input_ids=batch["input_ids"].to(device),
                 attention_mask=batch["attention_mask"].to(device),
                 max_new_tokens=settings.max_new_tokens,
                 pad_token_id=tokenizer.pad_token_id,
-                **settings.generate_kwargs(),
+                **settings.generate_kwargs(), **extra,
             )
             if causal:
                 generated = generated[:, batch["input_ids"].shape[1]:]

@@ -31,7 +31,7 @@ CODE_FILE = Path(__file__).with_name("summarizer_model.py")
 # model's code folder first on sys.path, and a partial `components` there would shadow the real one
 # for every process started afterwards (a step's worker pool, say).
 SHIPPED_PACKAGE = "mixtune_pyfunc"
-SHIPPED_MODULES = ("generation.py", "weights.py")
+SHIPPED_MODULES = ("generation.py", "weights.py", "fact_copy.py")
 # Pinned as installed here: the versions the model was saved with. torch's local label (+cu128) is
 # dropped, so the same pin fits the CPU and the CUDA build.
 REQUIREMENTS = ("mlflow", "torch", "transformers", "tokenizers", "sentencepiece", "safetensors", "tqdm", "pandas")
@@ -47,7 +47,7 @@ def generation_settings(cfg: MixtuneConfig, batch_size: int | None = None) -> Ge
     return GenerationSettings(batch_size=batch_size or cfg.infer.batch_size, num_beams=g.num_beams,
                               max_new_tokens=g.max_new_tokens, max_source_length=cfg.model.max_source_length,
                               no_repeat_ngram_size=g.no_repeat_ngram_size, repetition_penalty=g.repetition_penalty,
-                              length_penalty=g.length_penalty)
+                              length_penalty=g.length_penalty, copy_facts=g.copy_facts)
 
 
 def model_spec(cfg: MixtuneConfig) -> dict:

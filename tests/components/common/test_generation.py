@@ -76,7 +76,7 @@ def test_settings_stay_positional_and_validate_dtype():
     assert s.dtype is None
     assert s.as_dict() == {"batch_size": 32, "num_beams": 1, "max_new_tokens": 96, "max_source_length": 384,
                            "dtype": "auto", "no_repeat_ngram_size": 0, "repetition_penalty": 1.0,
-                           "length_penalty": 1.0}
+                           "length_penalty": 1.0, "copy_facts": False}
     # Plain search unless a control is set; beam-only arguments only with beams.
     assert s.generate_kwargs() == {"num_beams": 1, "do_sample": False}
     loop = GenerationSettings(32, 4, 96, 384, no_repeat_ngram_size=3, repetition_penalty=1.2, length_penalty=0.8)

@@ -75,7 +75,7 @@ def test_the_mlflow_model_lands_beside_the_weights_mlmodel_last(cfg, store, t5_d
                                 "generation": {"batch_size": 2, "num_beams": 1, "max_new_tokens": 10,
                                                "max_source_length": cfg.model.max_source_length, "dtype": None,
                                                "no_repeat_ngram_size": 3, "repetition_penalty": 1.0,
-                                               "length_penalty": 1.0}}
+                                               "length_penalty": 1.0, "copy_facts": False}}
     assert json.loads(doc["signature"]["inputs"]) == [{"type": "string", "required": True}]
     assert json.loads(doc["signature"]["outputs"]) == [{"type": "string", "required": True}]
     requirements = store.get_bytes(join(uri, "requirements.txt")).decode().split()
