@@ -55,6 +55,7 @@ class FactCopyProcessor:
 
     def __init__(self, tokenizer, sources: list[list[int]], num_beams: int, prompt_length: int = 0):
         self.starts, self.conts, self.punct = _kinds(tokenizer)
+        self.special = set(tokenizer.all_special_ids)
         self.sources = sources
         # Where facts start in each input ("703458" starts at its 7, not at its 4), and which tokens do.
         self.fact_starts = [{p for p in range(len(src)) if self._begins(src, p)} for src in sources]
@@ -110,6 +111,8 @@ class FactCopyProcessor:
             occurrences = [p for p in starts_here if src[p:p + n] == span] if n else []
             if not n:  # not inside a fact: a new one must start as one of the input's
                 scores[row, absent] = -float("inf")
+                if not any(t not in self.special for t in generated):  # nothing to glue a piece to yet
+                    scores[row, conts] = -float("inf")  # ("enia Ito" for "Xenia Ito")
                 continue
             if not occurrences:  # a fact ended by glued punctuation ("703458."): nothing may be glued on
                 scores[row, absent | (conts & ~punct)] = -float("inf")

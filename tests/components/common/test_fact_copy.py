@@ -34,6 +34,9 @@ def test_a_name_or_number_must_start_as_in_the_input(tok):
     assert "▁Walter" not in open_ and "▁Oscar" not in open_  # names the chat does not have
     assert "▁the" in open_ and "▁The" in open_  # ordinary words are free
     assert "7" in open_ and "1" not in open_  # no 1 anywhere in the chat
+    first = allowed(tok, SOURCE, "", [])
+    assert "▁Quentin" in first  # a summary does not open with half a word ("enia Ito" for "Xenia Ito")
+    assert not [p for p in first if p[0].isalpha() and not p.startswith("<")]
 
 
 def test_inside_a_number_only_the_inputs_continuation_and_no_early_end(tok):
