@@ -15,7 +15,6 @@ Timing depends on the machine's load: the load average before and after each run
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shlex
@@ -28,7 +27,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(REPO / "benchmarks"))
+
 from components.common.config import load_config  # noqa: E402
+from forgetting import logged_to  # noqa: E402 - output to a log file, its tail shown on failure
 
 GOAL = {"rougeL": (">=", 35.0), "unsupported": ("<=", 10.0), "degenerate": ("<=", 2.0), "seconds": ("<=", 420.0)}
 COLUMNS = ("rougeL", "rouge1", "unsupported", "degenerate", "final_loss", "seconds")
@@ -93,21 +95,6 @@ def print_table(rows: list[dict]) -> None:
 
 
 # --- running ----------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def logged_to(path: Path):
-    """This process's and its children's stdout/stderr to a file (as benchmarks/forgetting.py does)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush(), sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    try:
-        with open(path, "ab") as log:
-            os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
-            yield
-    finally:
-        sys.stdout.flush(), sys.stderr.flush()
-        os.dup2(saved[0], 1), os.dup2(saved[1], 2)
-        os.close(saved[0]), os.close(saved[1])
 
 def final_loss(tracking_uri: str, pipeline_run: str) -> float | None:
     """The train step's final loss, from its MLflow run in this seed's own database."""
