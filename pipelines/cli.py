@@ -1,5 +1,5 @@
-"""The `mixtune` command: run the DAG locally, compile it for KFP or submit it to a cluster, promote
-or roll back the champion, make sample data."""
+"""The `mixtune` command: run the DAG locally (or on each new batch of uploads), compile it for KFP or
+submit it to a cluster, promote or roll back the champion, make sample data."""
 from __future__ import annotations
 
 import argparse
@@ -78,6 +78,51 @@ def cmd_submit(args) -> int:
         return 1
     print(json.dumps({"started": result.started, "reason": result.reason, "run_name": result.run_name,
                       "run_id": result.run_id, "fingerprint": result.fingerprint, "files": result.files}))
+    return 0
+
+
+def cmd_watch(args) -> int:
+    """Run the DAG locally on each new batch of files in the watched sources (the local trigger)."""
+    from components.common.storage import Store
+    from pipelines.local import local_services
+    from pipelines.trigger import TriggerError
+    from pipelines.watch import check_watchable, describe, watch
+
+    if args.max_runs is not None and args.max_runs < 1:
+        print(f"mixtune watch: --max-runs must be at least 1, got {args.max_runs}", file=sys.stderr)
+        return 2
+    cfg = _config(args)
+    try:
+        check_watchable(cfg)  # before the S3 server starts: a config that cannot be watched fails fast
+        with local_services(cfg, args.workdir, embedded_s3=not args.external_s3) as cfg:
+            print(describe(cfg, Store(cfg.storage)), flush=True)
+            records = watch(cfg, args.workdir, once=args.once, max_runs=args.max_runs,
+                            log=lambda line: print(line, flush=True))
+    except TriggerError as e:
+        print(f"mixtune watch: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # while the S3 server starts or stops
+        return 130
+    return 1 if any(r["status"] == "FAILED" for r in records) else 0
+
+
+def cmd_upload(args) -> int:
+    """Put files into the state folder's S3 (a team's export landing in the incoming prefix), so `mixtune watch`
+    or `mixtune run --local` reads them; --to is an s3:// prefix or a key prefix under the storage root."""
+    from components.common.storage import Store, join
+    from pipelines.local import local_services
+
+    missing = [f for f in args.files if not Path(f).is_file()]
+    if missing:
+        print(f"mixtune upload: not a file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    with local_services(_config(args), args.workdir, embedded_s3=not args.external_s3) as cfg:
+        store = Store(cfg.storage)
+        prefix = args.to if args.to.startswith("s3://") else join(store.root, args.to)
+        for f in args.files:
+            uri = join(prefix, Path(f).name)
+            store.put_file(uri, f)
+            print(f"uploaded {f} -> {uri}")
     return 0
 
 
@@ -275,6 +320,23 @@ def parser() -> argparse.ArgumentParser:
     subm.add_argument("--replace", action="store_true", help="with --schedule: recreate an existing one")
     subm.add_argument("--run-name", help="KFP run name and pipeline_run (default mixtune-<time>)")
     subm.set_defaults(func=cmd_submit)
+
+    wat = with_config(sub.add_parser("watch", help="run the DAG locally on each new batch of uploads to the "
+                                     "watched sources (the local stand-in for the cluster trigger)"))
+    wat.add_argument("--workdir", default=".mixtune", help="local state: S3 data, MLflow DB, KFP outputs")
+    wat.add_argument("--external-s3", action="store_true", help="use storage.* from the config, start no S3 server")
+    wat.add_argument("--once", action="store_true", help="look once: run if there is a new batch, then exit")
+    wat.add_argument("--max-runs", type=int, metavar="N", help="exit after N runs")
+    wat.set_defaults(func=cmd_watch)
+
+    up = with_config(sub.add_parser("upload", help="put files into the state folder's S3, e.g. new chat logs "
+                                    "into the prefix `mixtune watch` watches"))
+    up.add_argument("files", nargs="+", help="local files")
+    up.add_argument("--to", required=True, help="s3://bucket/prefix/, or a key prefix under the storage root "
+                    "(e.g. incoming/chatlogs/)")
+    up.add_argument("--workdir", default=".mixtune", help="local state: S3 data, MLflow DB, KFP outputs")
+    up.add_argument("--external-s3", action="store_true", help="use storage.* from the config, start no S3 server")
+    up.set_defaults(func=cmd_upload)
 
     tj = with_config(sub.add_parser("train-job", help="print the TrainJob/PyTorchJob the train step creates"))
     tj.add_argument("--job-uri", default="s3://<bucket>/runs/<run>/train/job.json",

@@ -6,7 +6,8 @@ Three ways in, one code path:
   source listing is quiet (a burst of uploads is one batch), fingerprints it (every object's key, size
   and ETag), and claims `<storage root>/<trigger.claims_prefix>/<fingerprint>.json` with a conditional
   put (S3 `If-None-Match: *`). Two events for the same files race for one key and only one wins, so
-  they start one run, not two; a listing nobody has claimed yet is new data;
+  they start one run, not two; a listing nobody has claimed yet is new data. The batch and its claim
+  are pipelines/trigger.py, shared with `mixtune watch`;
 - `mixtune submit --schedule` creates a KFP recurring run (cron) of the scheduled pipeline variant.
 
 The compiled pipeline carries the config (no secrets: credentials come from Secrets by reference and
@@ -15,9 +16,6 @@ from the runner's service account, see pipelines/dag.py).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,15 +23,14 @@ from pathlib import Path
 from typing import Callable
 
 from components.common.config import MixtuneConfig
-from components.common.storage import Store, join, run_root
-from components.ingest.catalog import SourceObject, list_objects
+from components.common.storage import Store, run_root
 from pipelines.dag import compile_pipeline
+from pipelines.trigger import (TriggerError, batch_config, candidate_batch, claim, held_claim, release,
+                               run_name_for, update_claim)
 
 SCHEDULE_NAME = "mixtune-retrain"
 
-
-class SubmitError(RuntimeError):
-    """The run could not be started; the message says why and what to do."""
+SubmitError = TriggerError  # one error for both trigger paths: the CLI prints its message
 
 
 @dataclass
@@ -45,48 +42,6 @@ class Submission:
     fingerprint: str | None = None
     claim_uri: str | None = None
     files: int = 0
-
-
-# -- what is in the bucket -----------------------------------------------------------------------
-
-
-def source_listing(cfg: MixtuneConfig, store: Store) -> list[SourceObject]:
-    """Every object the config's sources name, sorted (what ingest would read)."""
-    if not cfg.data.sources:
-        raise SubmitError("data.sources is empty: --if-new-data needs the chat-log prefix to watch")
-    objects = []
-    for spec in cfg.data.sources:
-        try:
-            objects += list_objects(spec, store)
-        except FileNotFoundError as e:
-            raise SubmitError(f"cannot list the sources: {e}") from None
-    return sorted(set(objects), key=lambda o: o.name)
-
-
-def fingerprint(objects: list[SourceObject]) -> str:
-    lines = "".join(f"{o.name}\t{o.size}\t{o.etag}\n" for o in objects)
-    return hashlib.sha256(lines.encode()).hexdigest()
-
-
-def settled_listing(list_fn: Callable[[], list], settle_seconds: float, max_seconds: float,
-                    sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> list:
-    """The listing once two reads `settle_seconds` apart agree: uploads still arriving join this batch."""
-    listing = list_fn()
-    if settle_seconds <= 0:
-        return listing
-    deadline = clock() + max_seconds
-    while True:
-        sleep(settle_seconds)
-        again = list_fn()
-        if again == listing:
-            return listing
-        listing = again
-        if clock() >= deadline:
-            raise SubmitError(f"sources still changing after {max_seconds:g} s; the next event will try again")
-
-
-def claim_uri(cfg: MixtuneConfig, store: Store, fp: str) -> str:
-    return join(store.root, cfg.cluster.trigger.claims_prefix, f"{fp}.json")
 
 
 # -- KFP -----------------------------------------------------------------------------------------
@@ -114,11 +69,6 @@ def kfp_errors(cfg: MixtuneConfig):
     except (HTTPError, OSError) as e:
         raise SubmitError(f"cannot reach the KFP API at {cfg.cluster.kfp_host} (cluster.kfp_host): "
                           f"{getattr(e, 'reason', e)}") from None
-
-
-def run_name_for(fp: str | None) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    return f"mixtune-{stamp}-{fp[:8]}" if fp else f"mixtune-{stamp}"
 
 
 def _experiment_id(cfg: MixtuneConfig, client) -> str:
@@ -178,29 +128,26 @@ def submit(cfg: MixtuneConfig, client=None, run_name: str | None = None) -> Subm
 
 def submit_if_new(cfg: MixtuneConfig, client=None, store: Store | None = None,
                   sleep: Callable[[float], None] = time.sleep) -> Submission:
-    """Start a run for the current listing of the sources unless one was already started for it."""
+    """Start a run for the current batch of the watched sources unless one was already started for it."""
     store = store or Store(cfg.storage)
-    t = cfg.cluster.trigger
-    listing = settled_listing(lambda: source_listing(cfg, store), t.settle_seconds, t.settle_max_seconds, sleep)
-    fp = fingerprint(listing)
-    claim = claim_uri(cfg, store, fp)
-    body = {"fingerprint": fp, "files": len(listing), "claimed_at": time.time(), "by": socket.gethostname()}
-    if not store.put_if_absent(claim, json.dumps(body).encode()):
-        try:
-            held = store.get_json(claim)
-        except (FileNotFoundError, ValueError):
-            held = {}
-        return Submission(False, f"already submitted for these {len(listing)} files"
-                          f"{' as ' + held['run_name'] if held.get('run_name') else ''}; nothing to do",
-                          run_name=held.get("run_name"), run_id=held.get("run_id"), fingerprint=fp,
-                          claim_uri=claim, files=len(listing))
-    name = run_name_for(fp)
+    batch = candidate_batch(cfg, store, sleep)
+    if batch is None:
+        return Submission(False, "no file in the watched sources that an earlier run has not claimed; nothing to do")
+    n = len(batch.files)
+    if not claim(store, batch, {"runner": "mixtune submit"}):
+        held = held_claim(store, batch)
+        reason = (f"already submitted for these {n} files"
+                  f"{' as ' + held['run_name'] if held.get('run_name') else ''}; nothing to do" if held
+                  else f"another event claimed some of these {n} files first; nothing to do")
+        return Submission(False, reason, run_name=held.get("run_name"), run_id=held.get("run_id"),
+                          fingerprint=batch.fingerprint, claim_uri=batch.claim_uri, files=n)
+    name = run_name_for(batch.fingerprint)
     try:
         client = client if client is not None else kfp_client(cfg)
-        run_id = start_run(cfg, client, name)
+        run_id = start_run(batch_config(cfg, batch), client, name)
     except Exception:
-        store.delete(claim)  # the next event (or a retry of this Job) must be able to try again
+        release(store, batch)  # the next event (or a retry of this Job) must be able to try again
         raise
-    store.put_json(claim, {**body, "run_name": name, "run_id": run_id})
-    return Submission(True, f"submitted for {len(listing)} files", run_name=name, run_id=run_id,
-                      fingerprint=fp, claim_uri=claim, files=len(listing))
+    update_claim(store, batch, {"run_name": name, "run_id": run_id, "status": "SUBMITTED"})
+    return Submission(True, f"submitted for {n} files", run_name=name, run_id=run_id,
+                      fingerprint=batch.fingerprint, claim_uri=batch.claim_uri, files=n)

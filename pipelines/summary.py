@@ -45,6 +45,9 @@ def collect_summary(cfg: MixtuneConfig, store: Store, artifact_root: str, pipeli
         "pii": ingest.get("pii", {}),
         "files": {"read": len(ingest["files_read"]), "reused": len(ingest["files_reused"])},
         "mixture": {s: round(w, 3) for s, w in templates.get("mixture", {}).get("weights", {}).items()},
+        # What the run replayed: {uri, version (of registry.model_name), from, note, ratio, examples, ...}.
+        "replay": templates.get("replay") or {},
+        "base_model": shards.get("base_model") or {},
         "evaluation": metrics,
         "metrics": {t: v["scores"] for t, v in metrics["tasks"].items()},
         # Unsupported facts, degenerate outputs and name coverage (%) per model, with the candidate's interval.
@@ -78,6 +81,13 @@ def print_summary(summary: dict) -> None:
     files, pii = summary["files"], summary["pii"]
     con.print(f"  source files: {files['read']} read, {files['reused']} unchanged and reused"
               + (f"; PII redacted: {', '.join(f'{n} {k}' for k, n in pii.items())}" if pii else ""))
+    base, replay = summary.get("base_model") or {}, summary.get("replay") or {}
+    if base.get("version") or base.get("unset_alias"):
+        con.print(f"  base model: {base['registered_model']} v{base['version']}" if base.get("version") else
+                  f"  base model: {base['ref']} ({base['unset_alias']} is not set yet: the first round)")
+    if replay.get("from") or replay.get("uri"):
+        con.print(f"  replay: {replay.get('note')}" + (f" ({replay['examples']} examples, ratio {replay['ratio']:g})"
+                                                       if replay.get("uri") else ""))
     if summary["mixture"]:
         con.print("  train mixture weights (sampled at load time): " + ", ".join(f"{t} {p:.1%}" for t, p in summary["mixture"].items()))
     from components.evaluate.summary_table import print_summary_table

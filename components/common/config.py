@@ -114,10 +114,25 @@ class DataConfig(_Strict):
 
 
 class ReplayConfig(_Strict):
-    """Rehearse old tasks when retraining: mix a previous run's train examples back in."""
+    """Rehearse old tasks when retraining: mix the train examples a model was trained on back in, either
+    named by the registry (`from`: its lineage) or by hand (`examples_uri`)."""
 
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: AliasOrVersion | None = Field(
+        default=None, alias="from", description="`champion` (or another alias, or a version number) of "
+        "registry.model_name: replay the examples that version was trained on (its templates output, the "
+        "replay it carried included), found through the lineage on the version. While the alias is unset "
+        "(the loop's first round) there is nothing to replay")
     examples_uri: str | None = Field(default=None, description="a previous run's templates output (s3://.../templates)")
     ratio: float = Field(default=0.3, ge=0.0, lt=1.0, description="fraction of the train mixture taken from it")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ReplayConfig":
+        if self.from_ is not None and self.examples_uri:
+            raise ValueError("set one of templates.mixture.replay.from (the registry's lineage) and "
+                             "replay.examples_uri (by hand), not both")
+        return self
 
 
 class MixtureConfig(_Strict):
@@ -180,6 +195,9 @@ class ModelConfig(_Strict):
         default="auto", description="seq2seq (encoder-decoder, e.g. FLAN-T5) or causal (decoder-only: the prompt "
         "and the target in one sequence, loss on the target only). auto = the base model's config decides; "
         "'tiny' builds a T5 for seq2seq, a Llama-style decoder for causal")
+    initial_base: str | None = Field(
+        default=None, description="when base is a models:/ alias that is not set yet (the first round of a "
+        "retraining loop: no champion), start from this instead ('tiny', a hub id, a path); None = an error")
     tokenizer: str | None = Field(default=None, description="defaults to the base model's tokenizer")
     tiny: TinyModelConfig = TinyModelConfig()
     max_source_length: int = Field(default=384, ge=16)
@@ -342,7 +360,14 @@ class BootstrapConfig(_Strict):
 
 class EvaluateConfig(_Strict):
     tasks: list[str] = Field(default_factory=lambda: ["summarization"], description="tasks scored, each with its own metrics")
-    max_examples: int = Field(default=200, ge=1, description="per task: the first N test examples by id")
+    max_examples: int = Field(default=200, ge=1, description="per task (per source with per_source): the first "
+                              "N test examples in the order of a hash of their id")
+    per_source: bool = Field(default=False, description="max_examples holds for each source of a task, so old "
+                             "chat logs beside new ones get enough examples for the gate to hold them to a tolerance")
+    include_champion_set: bool = Field(
+        default=True, description="also score the examples the champion was gated on (its eval_set.parquet, "
+        "through the registry): tasks and sources the new data lacks are still checked for forgetting. "
+        "Not with eval_set_uri (a frozen set is used as it is)")
     eval_set_uri: str | None = Field(
         default=None, description="a frozen evaluation set (examples Parquet, s3:// or local path) used instead "
                                   "of this run's test split, so runs on new data are scored on the same set")
@@ -381,7 +406,11 @@ class GateConfig(_Strict):
     base_max_degenerate: float = Field(default=50.0, ge=0.0, le=100.0, description="a base model with more "
                                        "degenerate outputs than this (%) is no baseline: 'better than the base' "
                                        "means nothing, so the absolute floor and ceilings decide alone")
-    max_drop: float = Field(default=1.0, ge=0.0, description="largest allowed drop of any task's primary metric")
+    max_drop: float = Field(default=1.0, ge=0.0, description="largest allowed drop of any task's primary metric: "
+                            "a drop fails when it is beyond this and real (the paired interval below zero)")
+    require_resolution: bool = Field(default=True, description="refuse when a slice's paired interval is wider "
+                                     "than its tolerance (the set cannot tell such a drop from noise); the verdict "
+                                     "says how many examples would resolve it")
     max_drop_per_task: dict[str, float] = Field(default_factory=dict, description="task -> tolerance override")
     check_base: bool = Field(default=True, description="also refuse a candidate that drops below the base model")
     check_sources: bool = Field(
@@ -513,13 +542,22 @@ class ImagesConfig(_Strict):
 
 
 class TriggerConfig(_Strict):
-    """`mixtune submit --if-new-data`: what an Argo Events sensor (or a cron) runs on new chat logs."""
+    """New chat logs start a run: `mixtune submit --if-new-data` (what an Argo Events sensor or a cron runs
+    on a cluster) and `mixtune watch` (the embedded default) share these settings and one claim per batch."""
 
     claims_prefix: str = Field(default="triggers", description="key prefix (under storage.prefix) of the "
                                "claim objects that make two events for the same files start one run")
     settle_seconds: float = Field(default=30.0, ge=0, description="wait until the source listing stops "
                                   "changing for this long, so a burst of uploads starts one run")
     settle_max_seconds: float = Field(default=600.0, ge=0, description="give up waiting for a quiet listing")
+    watch_sources: list[str] | None = Field(
+        default=None, description="names (data.sources[].name) of the sources whose new files start a run; "
+        "None = every source")
+    new_files_only: bool = Field(
+        default=False, description="a run ingests only the watched sources' files no earlier claim holds (each "
+        "batch is trained on once; older batches come back through replay); the other sources are read in "
+        "full. False = every file of every source")
+    poll_seconds: float = Field(default=10.0, ge=0.1, description="how often `mixtune watch` lists the sources")
 
 
 class ClusterConfig(_Strict):
@@ -579,6 +617,19 @@ class MixtuneConfig(_Strict):
             raise ValueError(f"registry.gate.max_drop_per_task names tasks not in evaluate.tasks: {unknown}")
         if not self.evaluate.tasks:
             raise ValueError("evaluate.tasks must name at least one task")
+        return self
+
+    @model_validator(mode="after")
+    def _watched_sources(self) -> "MixtuneConfig":
+        watched = self.cluster.trigger.watch_sources
+        names = [s.name for s in self.data.sources if s.name]
+        unknown = [w for w in watched or [] if w not in names]
+        if unknown:
+            raise ValueError(f"cluster.trigger.watch_sources names no source in data.sources: {unknown}; the "
+                             f"source names are {names or 'none (give the sources a `name`)'}")
+        if watched is not None and not watched:
+            raise ValueError("cluster.trigger.watch_sources is empty: name at least one source, or leave it "
+                             "unset to watch every source")
         return self
 
     @property

@@ -11,11 +11,19 @@ Two questions, both answered from numbers measured in one evaluate run on one fr
   3. Did anything get worse? No scored task's primary metric may drop by more than its tolerance
      against the champion, nor (with `check_base`) against the base model: that is forgetting. With
      `check_sources`, each source of a task fed by several (old chat logs, new ones) is held alike.
+     A drop fails when it is beyond the tolerance *and* real: the paired interval lies below zero. One
+     example of 96 that flips is noise, not forgetting. That is sound only if the set can see a drop of the
+     tolerance at all, so each slice must also resolve it: the interval's half-width at most the tolerance.
+     Then a point drop beyond the tolerance is always significant (the tolerance decides, not the noise),
+     an equal model is refused at most 2.5 % of the time per slice, and a drop of twice the tolerance is
+     caught at least 97.5 % of the time. A slice that cannot resolve it fails and says how many examples
+     would (the half-width shrinks as 1/sqrt(n)).
 Evaluate runs it to show the verdict in its report; register runs it again against the champion
 alias as it is at registration time; `mixtune promote` runs it for an older version.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from components.common.config import GateConfig
@@ -41,12 +49,15 @@ class Decision:
 
 
 def _gain(task: dict, delta: dict, key: str) -> float:
-    """How much better the candidate is (positive = better), whichever way the metric points."""
+    """How much better the candidate is (positive = better), whichever way the metric points: the mean, or
+    the interval's lower ("low") or upper ("high") bound of the gain."""
     sign = -1.0 if task["primary"] in task.get("lower_is_better", []) else 1.0
     if key == "mean":
         return sign * delta["mean"]
-    # The lower bound of the gain is the low end for higher-is-better, the negated high end otherwise.
-    return sign * delta["low"] if sign > 0 else sign * delta["high"]
+    # For a lower-is-better metric the gain's low end is the delta's negated high end, and vice versa.
+    if key == "low":
+        return delta["low"] if sign > 0 else -delta["high"]
+    return delta["high"] if sign > 0 else -delta["low"]
 
 
 def evaluate_gate(gate: GateConfig, metrics: dict) -> Decision:
@@ -87,21 +98,19 @@ def evaluate_gate(gate: GateConfig, metrics: dict) -> Decision:
     for name, task in sorted(tasks.items()):
         tolerance = gate.max_drop_per_task.get(name, gate.max_drop)
         # The task, then each of its sources: new chat logs can lift a task while its old ones drop.
-        slices = [(name, task["delta"])]
+        slices = [(name, task["delta"], task["n"])]
         for src, s in (task.get("sources", {}) if gate.check_sources else {}).items():
             if s["n"] >= gate.source_min_examples:
-                slices.append((f"{name}/{src}", s["delta"]))
+                slices.append((f"{name}/{src}", s["delta"], s["n"]))
             else:
                 checks.append(Check(f"{name}/{src} not gated", True, f"{s['n']} examples < source_min_examples "
                                     f"{gate.source_min_examples}: reported, not held to the tolerance"))
-        for label_of_slice, deltas in slices:
+        for label_of_slice, deltas, n in slices:
             for role, label in against:
                 d = deltas.get(role)
                 if d is None or (role == "base" and name in unusable):
                     continue
-                gain = _gain(task, d, "mean")
-                checks.append(Check(f"{label_of_slice} holds vs {role}", gain >= -tolerance,
-                                    f"{task['primary']} {gain:+.2f} vs {label} (tolerance -{tolerance:g})"))
+                checks += drop_checks(gate, task, d, n, tolerance, label_of_slice, role, label)
 
     failed = [c for c in checks if not c.passed]
     if failed:
@@ -111,6 +120,35 @@ def evaluate_gate(gate: GateConfig, metrics: dict) -> Decision:
         reason = (f"promote: {head.detail}; facts and outputs within their ceilings; no task (or source) dropped "
                   "beyond its tolerance")
     return Decision(not failed, reason, tuple(checks), baseline)
+
+
+def drop_checks(gate: GateConfig, task: dict, d: dict, n: int, tolerance: float, where: str, role: str,
+                label: str) -> list[Check]:
+    """One slice against one baseline: it holds unless the drop is beyond the tolerance and the interval is
+    below zero; and (require_resolution) the interval is narrow enough to see a drop of the tolerance."""
+    gain, low, high = _gain(task, d, "mean"), _gain(task, d, "low"), _gain(task, d, "high")
+    metric = task["primary"]
+    real = gain < -tolerance and high < 0
+    verdict = ("a real drop beyond the tolerance" if real else "a drop within noise" if gain < -tolerance
+               else "within the tolerance")
+    checks = [Check(f"{where} holds vs {role}", not real,
+                    f"{metric} {gain:+.2f} [{low:+.2f}, {high:+.2f}] vs {label}, tolerance -{tolerance:g}: {verdict}")]
+    half = (high - low) / 2
+    # Resolution matters only where the interval reaches below -tolerance: otherwise the set already shows any
+    # drop is within it. A tolerance of 0 ("no drop at all") no finite set resolves.
+    if tolerance > 0 and low < -tolerance and half > tolerance:
+        need = needed_examples(n, half, tolerance)
+        detail = (f"{metric} interval ±{half:.2f} on {n} examples is wider than the tolerance {tolerance:g}: this set "
+                  f"cannot tell a drop of {tolerance:g} from noise; about {need} examples would "
+                  "(evaluate.max_examples, evaluate.per_source)")
+        checks.append(Check(f"{where} resolves the tolerance vs {role}", not gate.require_resolution,
+                            detail if gate.require_resolution else detail + " (require_resolution off)"))
+    return checks
+
+
+def needed_examples(n: int, half_width: float, tolerance: float) -> int:
+    """Examples for a half-width of `tolerance`, from one of `half_width` on n (it shrinks as 1/sqrt(n))."""
+    return max(n + 1, math.ceil(n * (half_width / tolerance) ** 2))
 
 
 def unusable_base(gate: GateConfig, tasks: dict) -> dict[str, float]:

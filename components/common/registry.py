@@ -77,6 +77,24 @@ def resolve(name: str, alias_or_version: str, download_to: Path | None = None,
     return ModelRef(name, str(mv.version), uri, dict(mv.tags))
 
 
+def pin_base(ref: str, initial: str | None = None) -> dict:
+    """pin_model_ref, except that an alias not set yet (a retraining loop's first round, before any champion)
+    falls back to `initial` (model.initial_base) when one is configured; the result then names both."""
+    if initial and ref.startswith(MODELS_SCHEME):
+        name, which = parse_models_uri(ref)
+        if not which.isdigit() and alias_version(MlflowClient(), name, which) is None:
+            return {**pin_model_ref(initial), "ref": initial, "unset_alias": ref}
+    return pin_model_ref(ref)
+
+
+def first_round_config(cfg, pinned: dict | None):
+    """The config a step runs with when pin_base fell back to model.initial_base: as if model.base were the
+    initial one (a tiny model is built, its tokenizer trained), the pinned reference recorded either way."""
+    if pinned and pinned.get("unset_alias") == cfg.model.base:
+        return cfg.model_copy(update={"model": cfg.model.model_copy(update={"base": pinned["ref"]})})
+    return cfg
+
+
 def pin_model_ref(ref: str) -> dict:
     """A model reference as one run uses it: {ref, uri, registered_model, version}. A models:/ reference is
     resolved here, once (an alias can move while the run goes on); any other reference passes through.

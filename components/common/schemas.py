@@ -83,11 +83,21 @@ def encode_fields(fields: dict) -> str:
 
 
 # Streams: what the training loader mixes. The templates step gives replayed examples a "replay:" id;
-# the new examples of task T form stream "T", the replayed ones "replay/T".
+# the new examples of task T form stream "T", the replayed ones "replay/T". A replay of a replay keeps
+# its generation: "replay:replay:<id>" is stream "replay/replay/T", so each earlier round keeps its weight.
 REPLAY_PREFIX = "replay:"
 REPLAY_STREAM = "replay/"
 
 
+def replay_depth(example_id: str) -> int:
+    """How many replays deep an example is: 0 for a new one."""
+    depth = 0
+    while example_id.startswith(REPLAY_PREFIX, depth * len(REPLAY_PREFIX)):
+        depth += 1
+    return depth
+
+
 def stream_of(row: dict) -> str:
-    """The loader stream of an example row: its task, or replay/<task> for a replayed example."""
-    return (REPLAY_STREAM if row["id"].startswith(REPLAY_PREFIX) else "") + row["task"]
+    """The loader stream of an example row: its task, or replay/<task> (replay/replay/<task>, ...) for a
+    replayed example."""
+    return REPLAY_STREAM * replay_depth(row["id"]) + row["task"]

@@ -13,7 +13,7 @@ import gc
 import hashlib
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -21,12 +21,14 @@ import pyarrow as pa
 
 from components.common import hf
 from components.common.config import MixtuneConfig
+from components.common.lineage import gated_eval_set
 from components.common.gate import evaluate_gate
 from components.common.registry import CHAMPION, resolve
-from components.common.schemas import EXAMPLE_SCHEMA, table_bytes, write_table
+from components.common.schemas import EXAMPLE_SCHEMA, read_rows, table_bytes, write_table
 from components.common.storage import Store, join, require_complete
 from components.common.tracking import step_run
-from components.evaluate.evalset import eval_set_sha256, read_eval_source, references, select_examples
+from components.evaluate.evalset import (eval_set_sha256, read_eval_source, references, select_examples,
+                                         with_gated_set)
 from components.common.generation import GenerationSettings, generate
 from components.common.mlflow_model import generation_settings
 from components.evaluate.faithfulness import ExampleCheck
@@ -58,6 +60,7 @@ PREDICTION_SCHEMA = pa.schema([
 class Champion:
     version: str
     uri: str  # an s3 prefix, or a local directory downloaded from the registry
+    tags: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -84,7 +87,21 @@ def dataset_version(store: Store, examples_uri: str) -> str:
 def find_champion(cfg: MixtuneConfig, workdir: Path) -> Champion | None:
     """The version under alias `champion` and where its files are; None before the first promotion."""
     ref = resolve(cfg.registry.model_name, CHAMPION, download_to=workdir / "champion")
-    return None if ref is None else Champion(ref.version, ref.uri)
+    return None if ref is None else Champion(ref.version, ref.uri, ref.tags)
+
+
+def evaluation_rows(cfg: MixtuneConfig, store: Store, examples_uri: str,
+                    champion: Champion | None) -> tuple[list[dict], str, list[str]]:
+    """(the examples every model is scored on, where they came from, the tasks scored). This run's test split
+    (or the frozen evaluate.eval_set_uri), plus, with include_champion_set, the set the champion was gated on."""
+    ev = cfg.evaluate
+    source, source_uri = read_eval_source(store, examples_uri, ev.eval_set_uri)
+    tasks = list(ev.tasks)
+    gated_uri = gated_eval_set(store, champion.tags) if champion and ev.include_champion_set else None
+    if gated_uri and not ev.eval_set_uri:
+        source, tasks = with_gated_set(source, tasks, read_rows(store, gated_uri))
+        source_uri = f"{source_uri} + {gated_uri}"
+    return select_examples(source, ev.max_examples, tasks, per_source=ev.per_source), source_uri, tasks
 
 
 def predict(ref: str, texts: list[str], store: Store, settings: GenerationSettings, role: str) -> list[str]:
@@ -128,11 +145,8 @@ def run_evaluate(
     if base_model_uri.startswith("s3://"):
         require_complete(store, base_model_uri)
     ev = cfg.evaluate
-    source, source_uri = read_eval_source(store, examples_uri, ev.eval_set_uri)
-    rows = select_examples(source, ev.max_examples, ev.tasks)
     version = dataset_version(store, examples_uri)
     settings = generation_settings(cfg, batch_size=ev.batch_size)  # what infer and serving use too
-    texts = [r["inputs"] for r in rows]
     eval_uri = join(artifact_root, "evaluate")
     store.delete(join(eval_uri, "metrics.json"))  # a retry unpublishes first: metrics.json is written last
 
@@ -140,6 +154,8 @@ def run_evaluate(
         champion = find_champion(cfg, Path(tmp))
         if champion is not None and champion.uri.startswith("s3://"):
             require_complete(store, champion.uri)
+        rows, source_uri, _ = evaluation_rows(cfg, store, examples_uri, champion)
+        texts = [r["inputs"] for r in rows]
         refs_by_role = {"candidate": model_uri, "base": base_model_uri}
         if champion is not None:
             refs_by_role["champion"] = champion.uri
@@ -172,6 +188,7 @@ def run_evaluate(
             "eval_set_source": source_uri,
             "eval_set_file_sha256": hashlib.sha256(eval_set_bytes).hexdigest(),
             "dataset_version": version,
+            "examples_uri": examples_uri,  # lineage: register tags the version with what it was trained on
             "model_uri": model_uri,
             "base_model_uri": base_model_uri,
             "champion_uri": champion.uri if champion and champion.uri.startswith("s3://") else None,

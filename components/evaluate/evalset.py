@@ -48,10 +48,13 @@ def id_order(row: dict) -> str:
     return hashlib.sha256(row["id"].encode()).hexdigest()
 
 
-def select_examples(rows: list[dict], max_examples: int, tasks: list[str] | None = None) -> list[dict]:
+def select_examples(rows: list[dict], max_examples: int, tasks: list[str] | None = None,
+                    per_source: bool = False) -> list[dict]:
     """Per task, the first max_examples rows in the order of a hash of their id: the same set for every
     model and run, and a fair sample when several sources feed one task (by id itself, the
-    alphabetically first source would fill the quota). Grouped by task in the order of `tasks`."""
+    alphabetically first source would fill the quota). Grouped by task in the order of `tasks`.
+    per_source: the quota holds for each source of a task, so a small source (the old chat logs beside
+    the new ones) gets as many examples as the gate needs to hold it to a tolerance."""
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
@@ -59,7 +62,16 @@ def select_examples(rows: list[dict], max_examples: int, tasks: list[str] | None
     names = tasks if tasks is not None else sorted({r["task"] for r in rows})
     chosen = []
     for task in names:
-        chosen += sorted((r for r in rows if r["task"] == task), key=id_order)[:max_examples]
+        mine = sorted((r for r in rows if r["task"] == task), key=id_order)
+        if not per_source:
+            chosen += mine[:max_examples]
+            continue
+        taken: dict[str, int] = {}
+        for r in mine:
+            src = source_of(r["id"])
+            if taken.get(src, 0) < max_examples:
+                taken[src] = taken.get(src, 0) + 1
+                chosen.append(r)
     found = {r["task"] for r in chosen}
     missing = [t for t in names if t not in found]
     if not chosen:
@@ -68,6 +80,16 @@ def select_examples(rows: list[dict], max_examples: int, tasks: list[str] | None
         raise ValueError(f"evaluation set has no examples of tasks {missing} (evaluate.tasks); it has "
                          f"{sorted({r['task'] for r in rows})}")
     return chosen
+
+
+def with_gated_set(rows: list[dict], tasks: list[str], gated: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(rows, tasks) extended by the set the champion was gated on: its examples whose id this run's split
+    lacks, and its tasks after the configured ones. A retrain on new chat logs alone is then still scored on
+    every task and source the champion was held to, so forgetting shows in the gate's per-task checks."""
+    have = {r["id"] for r in rows}
+    extra = [r for r in gated if r["id"] not in have]
+    more_tasks = sorted({r["task"] for r in gated} - set(tasks))
+    return rows + extra, list(tasks) + more_tasks
 
 
 def eval_set_sha256(rows: list[dict]) -> str:

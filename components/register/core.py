@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from components.common.config import MixtuneConfig
 from components.common.gate import Decision, decide
+from components.common.lineage import REPLAY_FROM_TAG, TEMPLATES_URI_TAG
 from components.common.mlflow_model import PACKAGED_TAG, model_spec, write_mlflow_model
 from components.common.registry import CHALLENGER, CHAMPION, EVAL_URI_TAG, REPLACED_TAG, alias_version, git_commit
 from components.common.storage import Store, join, require_complete
@@ -76,8 +77,21 @@ def gate_tags(decision: Decision) -> dict[str, str]:
             "mixtune.gate_checks": json.dumps(checks)[:4900]}
 
 
+def lineage_tags(store: Store, metrics: dict) -> dict[str, str]:
+    """What the version was trained on (components/common/lineage.py): a retrain with replay.from finds it here."""
+    examples_uri = metrics.get("examples_uri")
+    if not examples_uri:  # evaluated before lineage was recorded
+        return {}
+    try:
+        replay = store.get_json(join(examples_uri, "manifest.json")).get("replay") or {}
+    except FileNotFoundError:
+        replay = {}
+    return {TEMPLATES_URI_TAG: examples_uri, REPLAY_FROM_TAG: str(replay.get("version") or "none"),
+            "mixtune.replay_uri": str(replay.get("uri") or "none")}
+
+
 def version_tags(metrics: dict, pipeline_run: str, train_run_id: str, decision: Decision, register_run: str,
-                 eval_uri: str, versions: str) -> dict:
+                 eval_uri: str, versions: str, lineage: dict[str, str]) -> dict:
     tags = {
         PIPELINE_TAG: pipeline_run,
         "mixtune.train_run_id": train_run_id,
@@ -91,6 +105,7 @@ def version_tags(metrics: dict, pipeline_run: str, train_run_id: str, decision: 
         MODEL_URI_TAG: str(metrics["model_uri"]),
         "mixtune.compared_to_version": str(metrics.get("champion_version") or "none"),
         "mixtune.primary": f"{metrics['primary_task']}/{metrics['primary_metric']}",
+        **lineage,
         **gate_tags(decision),
     }
     for task, t in metrics["tasks"].items():
@@ -172,7 +187,7 @@ def _register(cfg: MixtuneConfig, store: Store, metrics: dict, model_uri: str, e
     else:
         decision = decide(cfg.registry.gate, metrics, previous)
     tags = version_tags(metrics, pipeline_run, train_run_id, decision, register_run, eval_uri,
-                        dataset_versions(client, train_run_id, metrics))
+                        dataset_versions(client, train_run_id, metrics), lineage_tags(store, metrics))
     # Before the version exists: every version is an MLflow model (pyfunc.load_model, models serve).
     write_mlflow_model(store, model_uri, model_spec(cfg))
     tags[PACKAGED_TAG] = "pyfunc"

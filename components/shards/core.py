@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.common.config import MixtuneConfig
-from components.common.registry import pin_model_ref
+from components.common.lineage import check_same_version
+from components.common.registry import first_round_config, pin_base
 from components.common.schemas import SPLITS
 from components.common.storage import Store, join
 from components.common.tracking import step_run
@@ -71,8 +72,10 @@ def prepare_tokenizer(cfg: MixtuneConfig, train_path: Callable[[], Path], out: s
 
     # Pinned once here: train and evaluate take the base from the manifest, so an alias such as
     # models:/<name>@champion that moves while this run goes on cannot mix two versions in one model.
-    base = pin_model_ref(cfg.model.base)
-    tok = build_tokenizer(cfg, texts(), base["uri"])
+    base = pin_base(cfg.model.base, cfg.model.initial_base)
+    # replay.from and model.base naming one alias must have read one version (components/common/lineage.py).
+    check_same_version(cfg, upstream.get("replay") or {}, base["version"])
+    tok = build_tokenizer(first_round_config(cfg, base), texts(), base["uri"])
     tok.save_pretrained(tok_dir)
     return {**manifest_header(cfg, upstream, tok, join(out, "tokenizer")), "base_model": base}
 

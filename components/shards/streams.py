@@ -1,7 +1,8 @@
 """Streams, and the writer that cuts each stream into fixed-size shards as rows arrive.
 
 A stream is what the training loader mixes: the new examples of task T form stream "T"; the replayed
-examples of T (ids starting with "replay:") form stream "replay/T". Shards of a stream live under
+examples of T (ids starting with "replay:") form stream "replay/T", a replay of a replay "replay/replay/T"
+(components/common/schemas.py). Shards of a stream live under
 <split>/<stream dir>/ where the directory name is the stream with "/" replaced by "__".
 """
 from __future__ import annotations
@@ -25,9 +26,10 @@ SHARD_SCHEMA = pa.schema([
 
 
 def stream_column(ids: pa.Array, tasks: pa.Array) -> pa.Array:
-    """stream_of for a whole column pair, vectorised."""
-    replay = pc.binary_join_element_wise(REPLAY_STREAM_PREFIX, tasks, "")
-    return pc.if_else(pc.starts_with(ids, REPLAY_ID_PREFIX), replay, tasks)
+    """stream_of for a whole column pair, vectorised: each leading "replay:" of the id is a "replay/"."""
+    leading = pc.struct_field(pc.extract_regex(ids, f"^(?P<p>(?:{REPLAY_ID_PREFIX})*)"), "p")
+    prefix = pc.replace_substring(leading, REPLAY_ID_PREFIX, REPLAY_STREAM_PREFIX)
+    return pc.binary_join_element_wise(prefix, tasks, "")
 
 
 def stream_dir(stream: str) -> str:

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from components.common.config import MixtuneConfig
+from components.common.lineage import REPLAY_FROM_TAG, resolve_replay
 from components.common.schemas import EXAMPLE_SCHEMA, SPLITS, read_records, read_rows, write_table
 from components.common.storage import Store, join
 from components.common.tracking import step_run
@@ -61,7 +62,7 @@ def read_replay(store: Store, uri: str) -> list[dict]:
         return read_rows(store, target)
     except FileNotFoundError:
         raise FileNotFoundError(
-            f"templates.mixture.replay.examples_uri: {target} not found; point it at a previous run's "
+            f"templates.mixture.replay: {target} not found; point examples_uri at a previous run's "
             f"templates output (s3://.../templates)") from None
 
 
@@ -92,7 +93,9 @@ def run_templates(cfg: MixtuneConfig, records_uri: str, artifact_root: str, pipe
     store = Store(cfg.storage)
     registry = registry_for(cfg, store)
     upstream = store.get_json(join(records_uri, "manifest.json"))
-    replay_uri = cfg.templates.mixture.replay.examples_uri
+    # Resolved once, here: `from: champion` names a version through its lineage (components/common/lineage.py).
+    source = resolve_replay(cfg, store)
+    replay_uri = source.uri
     replay = read_replay(store, replay_uri) if replay_uri else None
     old_manifest = store.get_json(join(replay_prefix(replay_uri), "manifest.json")) if replay_uri else {}
     out = join(artifact_root, "templates")
@@ -102,6 +105,7 @@ def run_templates(cfg: MixtuneConfig, records_uri: str, artifact_root: str, pipe
         records = {split: read_records(store, join(records_uri, f"{split}.parquet")) for split in SPLITS}
         examples, mixture, unused = build_examples(cfg, records, registry, replay,
                                                    old_manifest.get("mixture", {}).get("weights"))
+        mixture["replay_uri"] = replay_uri
         used: Counter = Counter()
         task_rows: dict[str, dict[str, int]] = {}
         for split in SPLITS:
@@ -113,7 +117,7 @@ def run_templates(cfg: MixtuneConfig, records_uri: str, artifact_root: str, pipe
         if replay_uri:
             old = old_manifest.get("dataset_versions", [old_manifest["dataset_version"]])
             versions += [v for v in old if v not in versions]
-        replay_info = {"uri": replay_uri, "ratio": cfg.templates.mixture.replay.ratio if replay_uri else 0.0,
+        replay_info = {**source.as_dict(), "ratio": cfg.templates.mixture.replay.ratio if replay_uri else 0.0,
                        "examples": mixture["replay_examples"], "planned_draws": mixture["replayed"],
                        "by_task": {t: v["replayed"] for t, v in mixture["tasks"].items() if v["replayed"]}}
         result = TemplatesResult(
@@ -129,5 +133,6 @@ def run_templates(cfg: MixtuneConfig, records_uri: str, artifact_root: str, pipe
         mlflow.log_dict(registry_dict(registry), "templates/registry.json")
         mlflow.log_dict(mixture, "templates/mixture.json")
         mlflow.set_tags({"mixtune.dataset_version": result.dataset_version,
-                         "mixtune.dataset_versions": ",".join(versions)})
+                         "mixtune.dataset_versions": ",".join(versions),
+                         "mixtune.replay_uri": replay_uri or "none", REPLAY_FROM_TAG: source.version or "none"})
     return result

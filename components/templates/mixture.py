@@ -35,22 +35,26 @@ def largest_remainder(total: int, rates: dict[str, float]) -> dict[str, int]:
 
 
 def replay_rates(replay: list[dict], old_weights: dict[str, float] | None) -> dict[str, float]:
-    """Per task share inside the replayed part: the old run's own stream weights summed by task
-    (its replay streams included, so rehearsal chains keep every generation), else its row counts."""
-    tasks = {r["task"] for r in replay}
-    if old_weights:
-        by_task: dict[str, float] = {}
-        for stream, w in old_weights.items():
-            task = stream.removeprefix(REPLAY_STREAM)
-            if task in tasks:
-                by_task[task] = by_task.get(task, 0.0) + w
-        total = sum(by_task.values())
-        if total > 0:
-            return {t: w / total for t, w in sorted(by_task.items())}
-    n: dict[str, int] = {}
+    """Share of each old stream inside the replayed part: the old run's own stream weights (its replay
+    streams included, so a chain of retrains keeps every earlier round at the weight it had), else row
+    counts. Keys are the old run's streams ("summarization", "replay/summarization"); the replayed rows
+    become the streams "replay/" + key."""
+    present: dict[str, int] = {}
     for r in replay:
-        n[r["task"]] = n.get(r["task"], 0) + 1
-    return {t: c / len(replay) for t, c in sorted(n.items())}
+        present[stream_of(r)] = present.get(stream_of(r), 0) + 1
+    if old_weights:
+        kept = {s: w for s, w in old_weights.items() if s in present and w > 0}
+        total = sum(kept.values())
+        if total > 0:
+            return {s: w / total for s, w in sorted(kept.items())}
+    return {s: c / len(replay) for s, c in sorted(present.items())}
+
+
+def task_of(stream: str) -> str:
+    """'replay/replay/summarization' -> 'summarization'."""
+    while stream.startswith(REPLAY_STREAM):
+        stream = stream[len(REPLAY_STREAM):]
+    return stream
 
 
 def mix(train: list[dict], cfg: MixtureConfig, replay: list[dict] | None = None,
@@ -64,7 +68,7 @@ def mix(train: list[dict], cfg: MixtureConfig, replay: list[dict] | None = None,
     n = dict(sorted(n.items()))
     rates = mixture_rates(n, cfg.cap, cfg.temperature)
     if replay is not None and not replay and cfg.replay.ratio > 0:
-        raise ValueError(f"templates.mixture.replay.examples_uri {cfg.replay.examples_uri}: "
+        raise ValueError(f"templates.mixture.replay ({cfg.replay.examples_uri or 'from ' + str(cfg.replay.from_)}): "
                          "no train examples to replay")
     ratio = cfg.replay.ratio if replay else 0.0
     old_rates = replay_rates(replay, old_weights) if replay and ratio > 0 else {}
@@ -76,7 +80,10 @@ def mix(train: list[dict], cfg: MixtureConfig, replay: list[dict] | None = None,
     total = cfg.total_examples or default_total or sum(min(c, cfg.cap) for c in n.values())
     replayed_n = math.floor(ratio * total + 0.5)
     counts = largest_remainder(total - replayed_n, rates)
-    replay_counts = largest_remainder(replayed_n, old_rates)
+    by_stream = largest_remainder(replayed_n, old_rates)
+    replay_counts: dict[str, int] = {}  # by task, for the report
+    for stream, c in by_stream.items():
+        replay_counts[task_of(stream)] = replay_counts.get(task_of(stream), 0) + c
     old = [{**r, "id": REPLAY_PREFIX + r["id"], "template_kind": r.get("template_kind") or ""}
            for r in (replay or [])] if ratio > 0 else []
     rows = sorted(train + old, key=lambda r: r["id"])

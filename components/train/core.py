@@ -23,6 +23,7 @@ from components.common.config import MODELS_SCHEME, MixtuneConfig, TrainConfig
 from components.common import reuse
 from components.common.hf import local_copy
 from components.common.storage import COMPLETE_MARKER, Store, join
+from components.common.registry import first_round_config
 from components.common.tracking import step_run
 from components.train import launch, model as model_lib
 from components.train.loader import ShardChecksumError
@@ -253,6 +254,7 @@ def run_train(cfg: MixtuneConfig, shards_uri: str, artifact_root: str, pipeline_
     with tempfile.TemporaryDirectory(prefix="mixtune-train-") as tmp, step_run(cfg, pipeline_run, "train") as run:
         work = Path(tmp)
         manifest = read_manifest(store, shards_uri)
+        cfg = first_round_config(cfg, manifest.get("base_model"))  # no champion yet: model.initial_base
         check_shards(store, manifest)
         key = train_key(cfg, manifest)
         mlflow.set_tag("mixtune.reuse_key", key)

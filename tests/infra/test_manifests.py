@@ -189,6 +189,20 @@ def test_production_uses_roles_not_keys():
     assert not [d for d in docs if d["metadata"]["name"].startswith("minio")]
 
 
+def test_production_trigger_runs_the_retraining_loop():
+    """Each batch retrains the champion on the multi-task mixture with replay from its lineage, scored on every
+    task it was gated on (configs/continual.yaml on one machine), not the base model on the chat logs alone."""
+    cfg = trigger_config(build("production"))
+    assert cfg.model.base == f"models:/{cfg.registry.model_name}@champion" and cfg.model.initial_base
+    assert cfg.templates.mixture.replay.from_ == "champion" and cfg.templates.mixture.replay.ratio > 0
+    trigger = cfg.cluster.trigger
+    assert trigger.new_files_only and trigger.watch_sources
+    public = [s for s in cfg.data.sources if s.name not in trigger.watch_sources]
+    assert public, "public task data beside the chat logs: the multi-task mixture"
+    assert len(cfg.evaluate.tasks) > 1 and set(cfg.evaluate.tasks) <= set(cfg.templates.tasks or cfg.evaluate.tasks)
+    assert cfg.evaluate.per_source and cfg.evaluate.include_champion_set
+
+
 def test_no_literal_secret_in_any_manifest(overlay):
     name, docs = overlay
     assert not by_kind(docs, "Secret"), "Secrets are created out of band, never kept in the repo"

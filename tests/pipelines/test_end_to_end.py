@@ -112,12 +112,20 @@ def test_two_runs_end_to_end(tmp_path, monkeypatch, capfd):
     assert len(client.search_model_versions("name = 'mixtune-summarizer'")) == 1
     assert "champion" in again["registered"]["aliases"]
 
-    # Retrain the champion from the registry: a new model, scored against that champion on the same test set.
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": 40}),
-                                 "model": cfg.model.model_copy(update={"base": "models:/mixtune-summarizer@champion"})})
+    # Retrain the champion from the registry, replaying what it was trained on (found through its lineage):
+    # a new model, scored against that champion on the set it was gated on.
+    replay = {"from": "champion", "ratio": 0.5}
+    cfg = parse_config({**cfg.model_dump(by_alias=True), "train": {**cfg.train.model_dump(), "max_steps": 40},
+                        "model": {**cfg.model.model_dump(), "base": "models:/mixtune-summarizer@champion"},
+                        "templates": {**cfg.templates.model_dump(by_alias=True),
+                                      "mixture": {**cfg.templates.mixture.model_dump(by_alias=True), "replay": replay}}})
     second = run_local(cfg, tmp_path / "state")
     v1 = first["registered"]["version"]
     assert second["champion_version_evaluated"] == v1
+    v2 = client.get_model_version("mixtune-summarizer", second["registered"]["version"])
+    v1_tags = client.get_model_version("mixtune-summarizer", v1).tags
+    assert v2.tags["mixtune.replay_from_version"] == v1 and v2.tags["mixtune.replay_uri"] == v1_tags["mixtune.templates_uri"]
+    assert v2.tags["mixtune.templates_uri"] == second["artifact_root"] + "/templates"
     # The base it was trained from is v1 (pinned by shards, tagged on train): base and champion score alike.
     scores = second["metrics"]["summarization"]
     assert scores["base"]["rougeL"] == scores["champion"]["rougeL"] == m["candidate"]["rougeL"], scores

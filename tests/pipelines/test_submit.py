@@ -12,8 +12,8 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from components.common.config import SourceConfig
 from components.common.storage import Store, join
-from pipelines.submit import (SubmitError, claim_uri, fingerprint, kfp_cron, schedule, settled_listing,
-                              source_listing, submit, submit_if_new)
+from pipelines.submit import SubmitError, kfp_cron, schedule, submit, submit_if_new
+from pipelines.trigger import claim_uri, fingerprint, settled_listing, source_listing
 
 
 class RecordingKfp:

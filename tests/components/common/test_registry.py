@@ -71,3 +71,26 @@ def test_a_version_kept_in_mlflow_is_pinned_by_its_immutable_uri_and_fetched_whe
     local = local_copy(pinned["uri"], store)
     assert local.startswith(str(tmp_path / "cache" / "registry" / "from-run"))
     assert (tmp_path / "model" / "config.json").read_text() == open(f"{local}/config.json").read()
+
+
+def test_initial_base_stands_in_while_the_alias_is_unset(tiny_config, store):
+    """The retraining loop's first round: model.base names the champion, which does not exist yet."""
+    from components.common.registry import first_round_config, pin_base
+
+    setup(tiny_config)
+    client, name = MlflowClient(), "loop"
+    ref = f"models:/{name}@champion"
+    cfg = tiny_config.model_copy(update={"model": tiny_config.model.model_copy(update={"base": ref,
+                                                                                       "initial_base": "tiny"})})
+    pinned = pin_base(ref, "tiny")
+    assert pinned == {"ref": "tiny", "uri": "tiny", "registered_model": None, "version": None, "unset_alias": ref}
+    assert first_round_config(cfg, pinned).model.base == "tiny"
+    with pytest.raises(ValueError, match="'loop' has no alias 'champion'"):  # without initial_base: an error
+        pin_base(ref)
+    uri = join(store.root, "runs", "r1", "train", "model")
+    client.create_registered_model(name)
+    assert pin_base(ref, "tiny")["unset_alias"] == ref  # registered, never promoted: still the first round
+    client.create_model_version(name, source=uri, tags={MODEL_URI_TAG: uri})
+    client.set_registered_model_alias(name, "champion", "1")
+    pinned = pin_base(ref, "tiny")  # the second round: the champion
+    assert pinned["version"] == "1" and pinned["uri"] == uri and first_round_config(cfg, pinned) is cfg

@@ -16,7 +16,8 @@ def rows_table(start: int, n: int) -> pa.Table:
 def test_stream_of_a_row_and_a_column_agree():
     rows = [{"id": "chat:1#0", "task": "summarization"}, {"id": "replay:chat:1#0", "task": "summarization"},
             {"id": "replay:replay:old#1", "task": "intent"}, {"id": "x:replay:1", "task": "ner"}]
-    expected = ["summarization", "replay/summarization", "replay/intent", "ner"]
+    # A replay of a replay keeps its generation, so each earlier round keeps its own weight.
+    expected = ["summarization", "replay/summarization", "replay/replay/intent", "ner"]
     assert [stream_of(r) for r in rows] == expected
     column = stream_column(pa.array([r["id"] for r in rows]), pa.array([r["task"] for r in rows]))
     assert column.to_pylist() == expected

@@ -94,7 +94,7 @@ def test_replay_from_a_previous_run_and_missing_source(tiny_config, store, recor
     assert res.tasks["code_translation"]["count"] == 45 and res.tasks["dialogue_topic"]["count"] == 1
     missing = replay.model_copy(update={"examples_uri": join(store.root, "runs", "nowhere", "templates")})
     cfg = with_templates(tiny_config, mixture=tiny_config.templates.mixture.model_copy(update={"replay": missing}))
-    with pytest.raises(FileNotFoundError, match="replay.examples_uri: s3://.*/runs/nowhere/templates/train.parquet"):
+    with pytest.raises(FileNotFoundError, match="replay: s3://.*/runs/nowhere/templates/train.parquet not found; point examples_uri"):
         run_templates(cfg, new_uri, join(store.root, "runs", "x"), "x")
 
 

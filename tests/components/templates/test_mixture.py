@@ -63,23 +63,26 @@ def test_total_examples_sets_the_planned_budget_only():
 
 
 def test_replay_weights_follow_the_old_runs_weights():
-    old = rows({"a": 40, "legacy": 60}, prefix="old")
+    # The old run replayed an older one itself: its train split holds "replay:" rows of task legacy.
+    old = rows({"a": 40, "legacy": 30}, prefix="old") + rows({"legacy": 30}, prefix="replay:older")
     cfg = MixtureConfig(cap=200, replay=ReplayConfig(examples_uri="s3://b/prev/templates", ratio=0.3))
     out, rep = mix(rows(N), cfg, replay=old, old_weights={"a": 0.5, "legacy": 0.25, "replay/legacy": 0.25})
     replayed = [r for r in out if r["id"].startswith(REPLAY_PREFIX)]
     assert len(replayed) == rep["replay_examples"] == 100 and len(out) == 1110 + 100
-    assert {stream_of(r) for r in replayed} == {"replay/a", "replay/legacy"}
+    assert {stream_of(r) for r in replayed} == {"replay/a", "replay/legacy", "replay/replay/legacy"}
     w = rep["weights"]
     assert sum(w.values()) == pytest.approx(1.0) and rep["replay_ratio"] == pytest.approx(0.3)
-    # old weights summed by task (its own replay stream included): a 0.5, legacy 0.5 of the replayed 30 %
-    assert w["replay/a"] == pytest.approx(0.15) and w["replay/legacy"] == pytest.approx(0.15)
+    # Each old stream keeps its own weight inside the replayed 30 %, the older round's included.
+    assert w["replay/a"] == pytest.approx(0.15) and w["replay/legacy"] == pytest.approx(0.075)
+    assert w["replay/replay/legacy"] == pytest.approx(0.075)
     assert w["a"] == pytest.approx(0.7 * 100 / 310)
     assert rep["replayed"] == math.floor(0.3 * 310 + 0.5) == 93 and rep["new"] == 217
     assert rep["tasks"]["legacy"]["available"] == 0 and rep["tasks"]["legacy"]["replay_available"] == 60
+    assert rep["tasks"]["legacy"]["replayed"] + rep["tasks"]["a"]["replayed"] == 93
     # A run without weights in its manifest: shares by its row counts.
     _, rep = mix(rows(N), cfg, replay=old)
-    assert rep["weights"]["replay/legacy"] == pytest.approx(0.3 * 0.6)
-    with pytest.raises(ValueError, match="s3://b/prev/templates: no train examples to replay"):
+    assert rep["weights"]["replay/legacy"] == pytest.approx(0.3 * 0.3)
+    with pytest.raises(ValueError, match=r"replay \(s3://b/prev/templates\): no train examples to replay"):
         mix(rows(N), cfg, replay=[])
 
 
