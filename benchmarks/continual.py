@@ -1,7 +1,7 @@
 """The retraining loop over rounds: new chat logs arrive, `mixtune watch` runs the DAG, the gate decides.
 
     python benchmarks/continual.py [--workdir .mixtune/continual] [--first-steps 1000] [--steps N] [--reviews 600]
-        [--lr 0.002] [--replay-ratio 0.5] [--json out.json] [--no-baseline]
+        [--lr 0.002] [--replay-ratio 0.5] [--json out.json] [--no-baseline] [--from-r0 EARLIER_WORKDIR]
 
 configs/continual.yaml, two watched sources and the Alexa reviews as public task data, one embedded S3 server
 and one SQLite registry per arm:
@@ -152,10 +152,20 @@ def fresh(work: Path) -> None:
 
 def run_rounds(args, work: Path, arms: dict[str, Path], cfg: MixtuneConfig, progress) -> dict[str, list[dict]]:
     """Both arms' rounds, saved to <work>/rounds.json after each (--rescore reads it back)."""
+    if args.from_r0 and Path(args.from_r0).resolve() == work:
+        raise SystemExit(f"--from-r0 {args.from_r0} is the --workdir this run wipes: give another --workdir")
     fresh(work)
     files = prepare_files(work, args)
-    upload_public(cfg, arms["replay"], args.reviews)
-    rounds = {"replay": [run_round(first_round(cfg, args), arms["replay"], "R0", files["R0"], progress)]}
+    if args.from_r0:  # R0 of an earlier run (same --chats, --reviews and --first-steps): its S3 data and registry
+        first = (Path(args.from_r0).resolve() / "replay")
+        shutil.copytree(first / "s3", arms["replay"] / "s3")
+        shutil.copy2(first / "mlflow.db", arms["replay"] / "mlflow.db")
+        r0 = json.loads((first.parent / "rounds.json").read_text())["replay"][0]
+        progress(f"R0: reused from {first.parent} (v{r0['champion_after']})")
+        rounds = {"replay": [r0]}
+    else:
+        upload_public(cfg, arms["replay"], args.reviews)
+        rounds = {"replay": [run_round(first_round(cfg, args), arms["replay"], "R0", files["R0"], progress)]}
 
     def save() -> None:
         (work / "rounds.json").write_text(json.dumps(rounds, default=str))
@@ -189,6 +199,8 @@ def main() -> None:
     p.add_argument("--poisoned", type=int, default=200, help="TweetSumm conversations in the poisoned batch")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--no-baseline", action="store_true", help="skip the replay-off arm")
+    p.add_argument("--from-r0", metavar="DIR", help="reuse R0 from an earlier run's --workdir (kept as it is; give "
+                   "the same --chats, --reviews and --first-steps): tune the later rounds without retraining R0")
     p.add_argument("--rescore", action="store_true", help="score the rounds already in --workdir again, run nothing")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a config override for every round")
     p.add_argument("--json", help="write the results here")

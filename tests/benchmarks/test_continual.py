@@ -72,3 +72,19 @@ def test_scores_against_the_first_champion_and_the_goal():
     # A poisoned round that got through fails the goal, and says so.
     rounds["replay"][2] = round_("P", "3", "2", True)
     assert not goal_verdict(rounds, scored)["met"]
+
+
+def test_from_r0_refuses_the_workdir_it_would_wipe(tmp_path):
+    import argparse
+
+    import pytest
+
+    continual = load("continual")
+    work = tmp_path / "continual"
+    (work / "replay").mkdir(parents=True)
+    (work / continual.MARKER).write_text("x")
+    (work / "rounds.json").write_text("{}")
+    args = argparse.Namespace(from_r0=str(work))
+    with pytest.raises(SystemExit, match="is the --workdir this run wipes"):
+        continual.run_rounds(args, work, {"replay": work / "replay"}, None, print)
+    assert (work / "rounds.json").exists()  # R0's state is still there
