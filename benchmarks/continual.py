@@ -150,6 +150,12 @@ def fresh(work: Path) -> None:
     (work / MARKER).write_text("made by benchmarks/continual.py; wiped by its next run\n")
 
 
+def copy_state(src: Path, dst: Path) -> None:
+    """An arm's S3 data and registry, as they are: the rounds run on from there."""
+    shutil.copytree(src / "s3", dst / "s3")
+    shutil.copy2(src / "mlflow.db", dst / "mlflow.db")
+
+
 def run_rounds(args, work: Path, arms: dict[str, Path], cfg: MixtuneConfig, progress) -> dict[str, list[dict]]:
     """Both arms' rounds, saved to <work>/rounds.json after each (--rescore reads it back)."""
     if args.from_r0 and Path(args.from_r0).resolve() == work:
@@ -157,9 +163,8 @@ def run_rounds(args, work: Path, arms: dict[str, Path], cfg: MixtuneConfig, prog
     fresh(work)
     files = prepare_files(work, args)
     if args.from_r0:  # R0 of an earlier run (same --chats, --reviews and --first-steps): its S3 data and registry
-        first = (Path(args.from_r0).resolve() / "replay")
-        shutil.copytree(first / "s3", arms["replay"] / "s3")
-        shutil.copy2(first / "mlflow.db", arms["replay"] / "mlflow.db")
+        first = Path(args.from_r0).resolve() / "replay"
+        copy_state(first, arms["replay"])
         r0 = json.loads((first.parent / "rounds.json").read_text())["replay"][0]
         progress(f"R0: reused from {first.parent} (v{r0['champion_after']})")
         rounds = {"replay": [r0]}
@@ -171,8 +176,7 @@ def run_rounds(args, work: Path, arms: dict[str, Path], cfg: MixtuneConfig, prog
         (work / "rounds.json").write_text(json.dumps(rounds, default=str))
 
     if "no-replay" in arms:  # the same R0, copied: both arms start from one first champion
-        shutil.copytree(arms["replay"] / "s3", arms["no-replay"] / "s3")
-        shutil.copy2(arms["replay"] / "mlflow.db", arms["no-replay"] / "mlflow.db")
+        copy_state(arms["replay"], arms["no-replay"])
         rounds["no-replay"] = [dict(rounds["replay"][0])]
     save()
     for name in ("R1", "P", "R2", "R3"):

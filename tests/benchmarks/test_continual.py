@@ -1,8 +1,11 @@
 """benchmarks/continual.py's pure parts: the arrival batches, scoring against the first champion, the goal."""
 from __future__ import annotations
 
+import argparse
 import importlib.util
 from pathlib import Path
+
+import pytest
 
 from components.common.config import BootstrapConfig
 
@@ -75,10 +78,6 @@ def test_scores_against_the_first_champion_and_the_goal():
 
 
 def test_from_r0_refuses_the_workdir_it_would_wipe(tmp_path):
-    import argparse
-
-    import pytest
-
     continual = load("continual")
     work = tmp_path / "continual"
     (work / "replay").mkdir(parents=True)
