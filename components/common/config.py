@@ -394,6 +394,11 @@ class GateConfig(_Strict):
     primary_task: str | None = Field(default=None, description="default: the first of evaluate.tasks")
     metric: str | None = Field(default=None, description="default: the primary metric of the task's family")
     min_improvement: float = Field(default=0.0, ge=0.0, description="the delta CI's lower bound must exceed this")
+    improve_on: Literal["task", "new_data"] = Field(
+        default="task", description="where the candidate must beat the baseline: 'task' (all of the primary "
+        "task's examples) or 'new_data' (its examples from this run's own test split; the others, the old chats "
+        "the champion's gated set brings back, are held by the drop checks). The retraining loop wants "
+        "new_data: a gain on a new batch is otherwise lost in the noise of the old chats beside it")
     max_unsupported: float = Field(default=10.0, ge=0.0, le=100.0, description="ceiling on the primary task's "
                                    "unsupported-fact rate (% of the summaries' facts the dialogue does not support)")
     max_degenerate: float = Field(default=2.0, ge=0.0, le=100.0, description="ceiling on the primary task's "

@@ -3,7 +3,8 @@
 Two questions, both answered from numbers measured in one evaluate run on one frozen set:
   1. Is the candidate better on the primary task? The paired-bootstrap interval of
      (candidate - baseline) must lie above `min_improvement`; the baseline is the champion, or the
-     base model before the first promotion.
+     base model before the first promotion. With `improve_on: new_data`, on the examples of this run's own
+     test split (a retrain on a new batch must improve there; the champion's old set must hold, question 3).
   2. Are its summaries faithful? Its unsupported-fact and degenerate rates stay under absolute ceilings and
      do not rise against the champion beyond a tolerance, whatever its ROUGE. Before the first champion, an
      unusable base model (mostly degenerate outputs) is no baseline: the candidate must reach an absolute
@@ -84,12 +85,13 @@ def evaluate_gate(gate: GateConfig, metrics: dict) -> Decision:
                             f"{p['primary']} {score:.2f} {'>=' if score >= gate.min_primary else '<'} min_primary "
                             f"{gate.min_primary:g}"))
     else:
+        delta, where, note = improvement_slice(gate, p, baseline, delta)
         low, mean = _gain(p, delta, "low"), _gain(p, delta, "mean")
         conf = f"{100 * metrics.get('confidence', 0.95):g}%"
         checks.append(Check(
-            f"improves {primary}", low > gate.min_improvement,
+            f"improves {primary}{where}", low > gate.min_improvement,
             f"{p['primary']} {mean:+.2f} vs {who}, {conf} CI lower bound {low:+.2f} "
-            f"{'>' if low > gate.min_improvement else '<='} margin {gate.min_improvement:g}"))
+            f"{'>' if low > gate.min_improvement else '<='} margin {gate.min_improvement:g}{note}"))
     checks += faithfulness_checks(gate, metrics, baseline)
 
     against = [("champion", f"champion v{metrics.get('champion_version')}")] if baseline == "champion" else []
@@ -120,6 +122,20 @@ def evaluate_gate(gate: GateConfig, metrics: dict) -> Decision:
         reason = (f"promote: {head.detail}; facts and outputs within their ceilings; no task (or source) dropped "
                   "beyond its tolerance")
     return Decision(not failed, reason, tuple(checks), baseline)
+
+
+def improvement_slice(gate: GateConfig, task: dict, baseline: str, delta: dict) -> tuple[dict, str, str]:
+    """(the delta the improvement is judged on, where, a note). improve_on: new_data judges it on this run's
+    own examples (evaluate's "new_data" slice), when they are scored beside others and are enough."""
+    if gate.improve_on != "new_data":
+        return delta, "", ""
+    new = task.get("new_data")
+    if new is None:  # nothing is scored beside this run's own examples: the task is its new data
+        return delta, "", ""
+    if new["n"] < gate.source_min_examples or new["delta"].get(baseline) is None:
+        return delta, "", (f" (improve_on new_data: its {new['n']} examples from {', '.join(new['sources'])} are "
+                           f"under source_min_examples {gate.source_min_examples}, so the whole task)")
+    return new["delta"][baseline], f" on new data ({', '.join(new['sources'])})", f", on {new['n']} examples"
 
 
 def drop_checks(gate: GateConfig, task: dict, d: dict, n: int, tolerance: float, where: str, role: str,

@@ -15,6 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import mlflow
 import pyarrow as pa
@@ -90,18 +91,26 @@ def find_champion(cfg: MixtuneConfig, workdir: Path) -> Champion | None:
     return None if ref is None else Champion(ref.version, ref.uri, ref.tags)
 
 
-def evaluation_rows(cfg: MixtuneConfig, store: Store, examples_uri: str,
-                    champion: Champion | None) -> tuple[list[dict], str, list[str]]:
-    """(the examples every model is scored on, where they came from, the tasks scored). This run's test split
-    (or the frozen evaluate.eval_set_uri), plus, with include_champion_set, the set the champion was gated on."""
+class EvalRows(NamedTuple):
+    rows: list[dict]        # the examples every model is scored on
+    source_uri: str         # where they came from
+    tasks: list[str]        # the tasks scored
+    new_ids: frozenset[str]  # the ids from this run's own split (not from the champion's gated set)
+
+
+def evaluation_rows(cfg: MixtuneConfig, store: Store, examples_uri: str, champion: Champion | None) -> EvalRows:
+    """This run's test split (or the frozen evaluate.eval_set_uri), plus, with include_champion_set, the set
+    the champion was gated on."""
     ev = cfg.evaluate
     source, source_uri = read_eval_source(store, examples_uri, ev.eval_set_uri)
+    new_ids = frozenset(r["id"] for r in source)
     tasks = list(ev.tasks)
     gated_uri = gated_eval_set(store, champion.tags) if champion and ev.include_champion_set else None
     if gated_uri and not ev.eval_set_uri:
         source, tasks = with_gated_set(source, tasks, read_rows(store, gated_uri))
         source_uri = f"{source_uri} + {gated_uri}"
-    return select_examples(source, ev.max_examples, tasks, per_source=ev.per_source), source_uri, tasks
+    rows = select_examples(source, ev.max_examples, tasks, per_source=ev.per_source)
+    return EvalRows(rows, source_uri, tasks, new_ids)
 
 
 def predict(ref: str, texts: list[str], store: Store, settings: GenerationSettings, role: str) -> list[str]:
@@ -154,7 +163,7 @@ def run_evaluate(
         champion = find_champion(cfg, Path(tmp))
         if champion is not None and champion.uri.startswith("s3://"):
             require_complete(store, champion.uri)
-        rows, source_uri, _ = evaluation_rows(cfg, store, examples_uri, champion)
+        rows, source_uri, _, new_ids = evaluation_rows(cfg, store, examples_uri, champion)
         texts = [r["inputs"] for r in rows]
         refs_by_role = {"candidate": model_uri, "base": base_model_uri}
         if champion is not None:
@@ -169,7 +178,7 @@ def run_evaluate(
             outputs[role] = by_ref[ref]
             seconds[role] = time.perf_counter() - start
 
-        tasks, example_scores, example_checks = score_tasks(cfg, rows, outputs)
+        tasks, example_scores, example_checks = score_tasks(cfg, rows, outputs, new_ids)
         # The evaluated set itself, frozen next to the scores: a later run can pin it (eval_set_uri).
         eval_set = [{k: r.get(k) for k in EXAMPLE_SCHEMA.names} | {"references": references(r)} for r in rows]
         eval_set_bytes = table_bytes(pa.Table.from_pylist(eval_set, schema=EXAMPLE_SCHEMA))

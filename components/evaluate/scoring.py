@@ -10,7 +10,7 @@ from __future__ import annotations
 from components.common.config import MixtuneConfig
 from components.evaluate import faithfulness as F
 from components.evaluate import metrics as M
-from components.evaluate.evalset import by_source, by_task, references
+from components.evaluate.evalset import by_source, by_task, references, source_of
 from components.evaluate.faithfulness import ExampleCheck
 
 ROLES = ("candidate", "base", "champion")
@@ -28,10 +28,12 @@ def primary_for(cfg: MixtuneConfig, task: str, family: str) -> str:
     return M.primary_metric(family)
 
 
-def score_tasks(cfg: MixtuneConfig, rows: list[dict], outputs: dict[str, list[str]]
+def score_tasks(cfg: MixtuneConfig, rows: list[dict], outputs: dict[str, list[str]],
+                new_ids: frozenset[str] | None = None
                 ) -> tuple[dict[str, dict], dict[str, list[float]], dict[str, list[ExampleCheck | None]]]:
     """(metrics.json "tasks", per-example scores by role in row order, per-example faithfulness checks by
-    role in row order: None for rows of a task that is not checked)."""
+    role in row order: None for rows of a task that is not checked). new_ids: the examples from this run's own
+    data; a task scored on others too (the champion's gated set) gets a "new_data" slice of them."""
     boot = cfg.evaluate.bootstrap
     tasks: dict[str, dict] = {}
     example_scores = {role: [0.0] * len(rows) for role in outputs}
@@ -74,6 +76,10 @@ def score_tasks(cfg: MixtuneConfig, rows: list[dict], outputs: dict[str, list[st
         if len(sources) > 1:  # one source: its slice is the task itself
             tasks[task]["sources"] = {src: source_slice(family, metric, stats, pos, boot, faithful)
                                       for src, pos in sources.items()}
+        new = [k for k, i in enumerate(idx) if rows[i]["id"] in (new_ids or ())]
+        if new and len(new) < len(idx):  # the gate's improve_on: new_data reads it
+            names = sorted({source_of(rows[idx[k]]["id"]) for k in new})
+            tasks[task]["new_data"] = {"sources": names, **source_slice(family, metric, stats, new, boot)}
     return tasks, example_scores, example_checks
 
 

@@ -141,3 +141,32 @@ def test_a_resolved_drop_within_the_tolerance_holds():
     d = decide(GATE, gate_metrics(tasks, champion_version="3"), "3")
     assert d.promote, d.reason
     assert "within the tolerance" in {c.name: c.detail for c in d.checks}["review_rating holds vs champion"]
+
+
+def test_improve_on_new_data_judges_the_gain_where_the_new_batch_is():
+    # Session 11's round: +18 ROUGE-L on the new batch (35 examples), -3 on 200 old chats within noise; pooled,
+    # the task's interval includes zero, so improve_on: task keeps a round that did what it was for.
+    def part(candidate: float, champion: float, n: int, spread: float) -> dict:
+        t = task_scores(candidate, 2.0, champion, spread=spread)
+        return {"n": n, "scores": t["scores"], "delta": t["delta"]}
+
+    task = task_scores(64.2, 2.0, 64.1, spread=2.8)
+    task["sources"] = {"chats": part(64.4, 67.5, 200, 3.3), "tweetsumm": part(28.3, 10.2, 35, 6.0)}
+    task["new_data"] = {"sources": ["tweetsumm"], **part(28.3, 10.2, 35, 6.0)}
+    metrics = gate_metrics({"summarization": task}, champion_version="1")
+    loose = GATE.model_copy(update={"max_drop": 4.0, "require_resolution": False})
+    pooled = evaluate_gate(loose, metrics)
+    assert not pooled.promote and "improves summarization failed" in pooled.reason
+    new = evaluate_gate(loose.model_copy(update={"improve_on": "new_data"}), metrics)
+    head = new.checks[0]
+    assert new.promote and head.name == "improves summarization on new data (tweetsumm)"
+    assert "rougeL +18.10 vs champion v1" in head.detail and "on 35 examples" in head.detail
+    # The old chats are still held: a real drop beyond the tolerance there refuses whatever the new data gains.
+    task["sources"]["chats"] = part(60.0, 67.5, 200, 2.0)
+    held = evaluate_gate(loose.model_copy(update={"improve_on": "new_data"}), metrics)
+    assert not held.promote and "summarization/chats holds vs champion failed" in held.reason
+    # Too few new examples to judge on: the whole task decides, and the check says why.
+    task["sources"]["chats"] = part(64.4, 67.5, 200, 3.3)
+    task["new_data"]["n"] = 5
+    few = evaluate_gate(loose.model_copy(update={"improve_on": "new_data"}), metrics)
+    assert few.checks[0].name == "improves summarization" and "under source_min_examples 20" in few.checks[0].detail

@@ -45,8 +45,10 @@ def test_evaluation_rows_read_the_champions_set_through_its_tags(tiny_config, st
                 EXAMPLE_SCHEMA)
     champion = Champion("1", "s3://b/m", {EVAL_URI_TAG: old_eval})
     cfg = tiny_config.model_copy(update={"evaluate": tiny_config.evaluate.model_copy(update={"per_source": True})})
-    rows, where, tasks = evaluation_rows(cfg, store, examples_uri, champion)
+    rows, where, tasks, new_ids = evaluation_rows(cfg, store, examples_uri, champion)
     assert tasks == ["summarization", "review_rating"] and len(rows) == 13
+    # The gate's improve_on: new_data tells this run's own examples from the champion's.
+    assert new_ids == {r["id"] for r in rows if r["id"].startswith("tweetsumm:")} and len(new_ids) == 6
     assert where.endswith("/runs/new/templates/test.parquet + " + join(old_eval, "eval_set.parquet"))
     # Off, or before any champion, or with a frozen set: this run's split only.
     off = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"include_champion_set": False})})

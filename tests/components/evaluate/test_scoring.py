@@ -34,6 +34,15 @@ def test_a_task_with_two_sources_gets_a_slice_per_source():
     assert d["mean"] == pytest.approx(sources["chats"]["scores"]["candidate"] - sources["chats"]["scores"]["champion"])
     assert d["mean"] < tasks["summarization"]["delta"]["champion"]["mean"] < 0
     assert sources["tweetsumm"]["delta"]["champion"]["mean"] > 0
+    assert "new_data" not in tasks["summarization"]  # no new_ids: nothing is told apart from this run's data
+    # This run's own split brought the tweetsumm row and a new chat; chats:1 came back from the champion's set.
+    tasks, _, _ = score_tasks(cfg, rows, outputs, frozenset({"tweetsumm:9#0", "chats:2#0", "alexa:5#0"}))
+    new = tasks["summarization"]["new_data"]
+    assert new["sources"] == ["chats", "tweetsumm"] and new["n"] == 2
+    want = M.score("rouge", [outputs["candidate"][1], outputs["candidate"][2]],
+                   [rows[1]["references"], rows[2]["references"]])["rougeL"]
+    assert new["scores"]["candidate"] == pytest.approx(want)
+    assert "new_data" not in tasks["review_rating"]  # all of it is this run's: the task is its new data
 
 
 def test_without_a_champion_the_slices_have_no_champion_delta():
