@@ -40,6 +40,7 @@ from benchmarks.forgetting import logged_to  # noqa: E402
 from components.common.config import MixtuneConfig, load_config  # noqa: E402
 
 MARKER = ".continual-benchmark"  # only a folder holding it is ever wiped
+R0_STATE = "r0-state"  # the replay arm's S3 data and registry right after R0, for --from-r0
 CHATS = {"path": "s3://mixtune/incoming/chatlogs/", "format": "chatlog", "name": "chats"}
 TWEETS = {"path": "s3://mixtune/incoming/tweetsumm/", "format": "tweetsumm", "name": "tweetsumm"}
 ALEXA_SRC = {"path": "s3://mixtune/public/alexa/", "format": "amazon_alexa", "name": "alexa"}
@@ -160,17 +161,22 @@ def run_rounds(args, work: Path, arms: dict[str, Path], cfg: MixtuneConfig, prog
     """Both arms' rounds, saved to <work>/rounds.json after each (--rescore reads it back)."""
     if args.from_r0 and Path(args.from_r0).resolve() == work:
         raise SystemExit(f"--from-r0 {args.from_r0} is the --workdir this run wipes: give another --workdir")
+    if args.from_r0 and not (Path(args.from_r0) / R0_STATE).is_dir():
+        raise SystemExit(f"--from-r0 {args.from_r0}: no {R0_STATE}/ there (the state as it was after R0, which this "
+                         "benchmark saves once R0 has run; later rounds' claims make the final state unusable)")
     fresh(work)
     files = prepare_files(work, args)
     if args.from_r0:  # R0 of an earlier run (same --chats, --reviews and --first-steps): its S3 data and registry
-        first = Path(args.from_r0).resolve() / "replay"
-        copy_state(first, arms["replay"])
-        r0 = json.loads((first.parent / "rounds.json").read_text())["replay"][0]
-        progress(f"R0: reused from {first.parent} (v{r0['champion_after']})")
+        first = Path(args.from_r0).resolve()
+        copy_state(first / R0_STATE, arms["replay"])
+        r0 = json.loads((first / "rounds.json").read_text())["replay"][0]
+        progress(f"R0: reused from {first} (v{r0['champion_after']})")
         rounds = {"replay": [r0]}
     else:
         upload_public(cfg, arms["replay"], args.reviews)
         rounds = {"replay": [run_round(first_round(cfg, args), arms["replay"], "R0", files["R0"], progress)]}
+        # Later rounds claim their batches in this state: --from-r0 needs it as it was before them.
+        copy_state(arms["replay"], work / R0_STATE)
 
     def save() -> None:
         (work / "rounds.json").write_text(json.dumps(rounds, default=str))

@@ -87,3 +87,15 @@ def test_from_r0_refuses_the_workdir_it_would_wipe(tmp_path):
     with pytest.raises(SystemExit, match="is the --workdir this run wipes"):
         continual.run_rounds(args, work, {"replay": work / "replay"}, None, print)
     assert (work / "rounds.json").exists()  # R0's state is still there
+
+
+def test_from_r0_needs_the_state_saved_after_r0(tmp_path):
+    # The final state of an earlier run holds the later rounds' claims: the watcher would never run R1 on it.
+    continual = load("continual")
+    earlier, work = tmp_path / "earlier", tmp_path / "new"
+    (earlier / "replay").mkdir(parents=True)
+    (earlier / "rounds.json").write_text("{}")
+    args = argparse.Namespace(from_r0=str(earlier))
+    with pytest.raises(SystemExit, match="no r0-state/ there"):
+        continual.run_rounds(args, work, {"replay": work / "replay"}, None, print)
+    assert not work.exists()  # refused before anything was wiped or written
