@@ -204,7 +204,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="each later round's steps (default: the config's)")
     p.add_argument("--lr", type=float, default=None, help="each later round's learning rate (default: the config's)")
     p.add_argument("--replay-ratio", type=float, default=None, help="default: the config's")
-    p.add_argument("--chats", type=int, default=2000, help="generated chats in R0")
+    p.add_argument("--chats", type=int, default=2400, help="generated chats in R0 (2400: a test split of "
+                   "about 360, enough to resolve max_drop 3 on ROUGE-L)")
     p.add_argument("--reviews", type=int, default=600, help="Alexa reviews in the public task data")
     p.add_argument("--poisoned", type=int, default=200, help="TweetSumm conversations in the poisoned batch")
     p.add_argument("--seed", type=int, default=42)
