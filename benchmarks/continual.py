@@ -2,6 +2,7 @@
 
     python benchmarks/continual.py [--workdir .mixtune/continual] [--first-steps 1000] [--steps N] [--reviews 600]
         [--lr 0.002] [--replay-ratio 0.5] [--json out.json] [--no-baseline] [--from-r0 EARLIER_WORKDIR]
+        [--public-summaries N]
 
 configs/continual.yaml, two watched sources and the Alexa reviews as public task data, one embedded S3 server
 and one SQLite registry per arm:
@@ -33,8 +34,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.continual_batches import (ALEXA, cut_batches, poison, read_tweetsumm, reviews_subset,  # noqa: E402
-                                          write_lines)
+from benchmarks.continual_batches import (ALEXA, DIALOGSUM, cut_batches, lines_subset, poison,  # noqa: E402
+                                          read_tweetsumm, reviews_subset, write_lines)
 from benchmarks.continual_score import goal_verdict, print_rounds, score_against_first  # noqa: E402
 from benchmarks.forgetting import logged_to  # noqa: E402
 from components.common.config import MixtuneConfig, load_config  # noqa: E402
@@ -44,12 +45,13 @@ R0_STATE = "r0-state"  # the replay arm's S3 data and registry right after R0, f
 CHATS = {"path": "s3://mixtune/incoming/chatlogs/", "format": "chatlog", "name": "chats"}
 TWEETS = {"path": "s3://mixtune/incoming/tweetsumm/", "format": "tweetsumm", "name": "tweetsumm"}
 ALEXA_SRC = {"path": "s3://mixtune/public/alexa/", "format": "amazon_alexa", "name": "alexa"}
+DIALOGSUM_SRC = {"path": "s3://mixtune/public/dialogsum/", "format": "dialogsum", "name": "dialogsum"}
 
 
 def arm_config(args, workdir: Path, replay: bool) -> MixtuneConfig:
     """configs/continual.yaml with the benchmark's sources, its own registry file and the round knobs."""
     over = {
-        "data.sources": [CHATS, TWEETS, ALEXA_SRC],
+        "data.sources": [CHATS, TWEETS, ALEXA_SRC] + ([DIALOGSUM_SRC] if args.public_summaries else []),
         "cluster.trigger.watch_sources": ["chats", "tweetsumm"],
         "cluster.trigger.settle_seconds": 1.0,
         "tracking.uri": f"sqlite:///{workdir / 'mlflow.db'}",
@@ -132,14 +134,18 @@ def prepare_files(work: Path, args) -> dict[str, tuple[str, Path]]:
     return files
 
 
-def upload_public(cfg: MixtuneConfig, workdir: Path, reviews: int) -> None:
+def upload_public(cfg: MixtuneConfig, workdir: Path, reviews: int, summaries: int = 0) -> None:
     from components.common.storage import Store, join
     from pipelines.local import local_services
 
-    subset = reviews_subset(ALEXA, reviews, workdir.parent / "data" / f"alexa-{reviews}.tsv")
+    data = workdir.parent / "data"
+    files = {"alexa": reviews_subset(ALEXA, reviews, data / f"alexa-{reviews}.tsv")}
+    if summaries:
+        files["dialogsum"] = lines_subset(DIALOGSUM, summaries, data / f"dialogsum-{summaries}.jsonl")
     with local_services(cfg, workdir) as live:
         store = Store(live.storage)
-        store.put_file(join(store.root, "public", "alexa", subset.name), subset)
+        for folder, path in files.items():
+            store.put_file(join(store.root, "public", folder, path.name), path)
 
 
 def fresh(work: Path) -> None:
@@ -173,7 +179,7 @@ def run_rounds(args, work: Path, arms: dict[str, Path], cfg: MixtuneConfig, prog
         progress(f"R0: reused from {first} (v{r0['champion_after']})")
         rounds = {"replay": [r0]}
     else:
-        upload_public(cfg, arms["replay"], args.reviews)
+        upload_public(cfg, arms["replay"], args.reviews, args.public_summaries)
         rounds = {"replay": [run_round(first_round(cfg, args), arms["replay"], "R0", files["R0"], progress)]}
         # Later rounds claim their batches in this state: --from-r0 needs it as it was before them.
         copy_state(arms["replay"], work / R0_STATE)
@@ -207,6 +213,8 @@ def main() -> None:
     p.add_argument("--chats", type=int, default=2400, help="generated chats in R0 (2400: a test split of "
                    "about 360, enough to resolve max_drop 3 on ROUGE-L)")
     p.add_argument("--reviews", type=int, default=600, help="Alexa reviews in the public task data")
+    p.add_argument("--public-summaries", type=int, default=0, metavar="N", help="also N DialogSum dialogues as "
+                   "public summarization data every round reads (FLAN-style general skill; 0 = none)")
     p.add_argument("--poisoned", type=int, default=200, help="TweetSumm conversations in the poisoned batch")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--no-baseline", action="store_true", help="skip the replay-off arm")

@@ -1,7 +1,7 @@
 """The arrival batches of benchmarks/continual.py, from real data in ../shared (nothing is copied into the repo):
 generated support chats for the first round, TweetSumm's customer-support conversations cut into three
-honest batches and one poisoned batch (summaries shuffled between conversations), Alexa reviews as the
-public task data every round reads.
+honest batches and one poisoned batch (summaries shuffled between conversations), Alexa reviews (and, with
+--public-summaries, DialogSum dialogues) as the public task data every round reads.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TWEETSUMM = REPO.parent / "shared" / "datasets" / "tweetsumm"
 ALEXA = REPO.parent / "shared" / "datasets" / "amazon_alexa" / "amazon_alexa.tsv"
+DIALOGSUM = REPO.parent / "shared" / "datasets" / "dialogsum" / "dialogsum.train.jsonl"
 
 
 def id_order(line: dict) -> str:
@@ -58,7 +59,21 @@ def reviews_subset(source: Path, n: int, out: Path) -> Path:
     """The first n reviews of the TSV in the order of a hash of their line (header kept): a public task that
     takes a smaller share of a small model's budget than the support chats it is trained beside."""
     header, *lines = source.read_text(encoding="utf-8-sig").splitlines()
-    kept = sorted(lines, key=lambda line: hashlib.sha256(line.encode()).hexdigest())[:n]
+    kept = hash_first(lines, n)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join([header] + kept) + "\n", encoding="utf-8")
     return out
+
+
+def lines_subset(source: Path, n: int, out: Path) -> Path:
+    """The first n lines of a JSON-lines file in the order of a hash of each line: public summarization data
+    (DialogSum) a small model learns to summarize dialogue in general from, beside the chats."""
+    kept = hash_first([line for line in source.read_text(encoding="utf-8").splitlines() if line.strip()], n)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    return out
+
+
+def hash_first(lines: list[str], n: int) -> list[str]:
+    """The first n lines in the order of a hash of each: a fixed sample that does not follow the file's order."""
+    return sorted(lines, key=lambda line: hashlib.sha256(line.encode()).hexdigest())[:n]

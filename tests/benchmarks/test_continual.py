@@ -99,3 +99,13 @@ def test_from_r0_needs_the_state_saved_after_r0(tmp_path):
     with pytest.raises(SystemExit, match="no r0-state/ there"):
         continual.run_rounds(args, work, {"replay": work / "replay"}, None, print)
     assert not work.exists()  # refused before anything was wiped or written
+
+
+def test_public_summaries_are_a_stable_hash_ordered_subset(tmp_path):
+    batches = load("continual_batches")
+    source = tmp_path / "all.jsonl"
+    source.write_text("".join(f'{{"fname": "train_{i}", "dialogue": "d{i}", "summary": "s{i}"}}\n' for i in range(50)))
+    first = batches.lines_subset(source, 10, tmp_path / "a.jsonl").read_text().splitlines()
+    again = batches.lines_subset(source, 10, tmp_path / "b.jsonl").read_text().splitlines()
+    assert first == again and len(set(first)) == 10 and set(first) <= set(source.read_text().splitlines())
+    assert first != source.read_text().splitlines()[:10]  # not the file's own order: a fair sample of it
