@@ -94,6 +94,13 @@ def run_round(cfg: MixtuneConfig, workdir: Path, name: str, upload: tuple[str, P
         store.put_file(prefix.rstrip("/") + "/" + path.name, path)
         records = watch(live, workdir, run_fn=run, once=True, log=lambda line: print(line, flush=True))
         after = alias_version_safe(live.registry.model_name)
+    if len(records) == 1 and records[0]["status"] == "FAILED" and after == before:
+        # The pipeline refused the batch before a model was trained (ingest's summary-support check):
+        # a refusal, with the champion unchanged, not a broken benchmark.
+        progress(f"{name}: FAILED, champion v{before} stays: {records[0]['error'][:200]}")
+        return {"round": name, "summary": None, "failed": records[0]["error"], "champion_before": before,
+                "champion_after": after, "promoted": False, "seconds": round(time.time() - started, 1),
+                "batch": path.name}
     if len(records) != 1 or records[0]["status"] != "FINISHED" or "summary" not in kept:
         raise RuntimeError(f"round {name}: the watcher ran {records} (see {workdir}/logs/{name}.log)")
     s = kept["summary"]
@@ -240,21 +247,27 @@ def main() -> None:
         rounds = json.loads((work / "rounds.json").read_text())
     else:
         rounds = run_rounds(args, work, arms, cfg, progress)
-    preds = {arm: {r["round"]: predictions(arms[arm], cfg, r["summary"]) for r in rs} for arm, rs in rounds.items()}
-    scored = score_against_first(rounds, preds, cfg.evaluate.bootstrap)
+    ran = {arm: [r for r in rs if r["summary"] is not None] for arm, rs in rounds.items()}  # not refused at ingest
+    preds = {arm: {r["round"]: predictions(arms[arm], cfg, r["summary"]) for r in rs} for arm, rs in ran.items()}
+    scored = score_against_first(ran, preds, cfg.evaluate.bootstrap)
     verdict = goal_verdict(rounds, scored)
     print(f"\ncommand: {command}")
     print(f"R0 {args.first_steps} steps; later rounds {args.steps} steps at lr {args.lr:g}, replay ratio "
           f"{args.replay_ratio:g}; {len(rounds['replay'])} replay-arm runs"
           + ("" if args.no_baseline else f", {len(rounds['no-replay']) - 1} replay-off runs"))
-    print_rounds(rounds, scored)
+    print_rounds(ran, scored)
+    for arm, rs in rounds.items():
+        for r in rs:
+            if r["summary"] is None:
+                print(f"{arm} {r['round']}: refused before training, champion v{r['champion_after']} stays: {r['failed']}")
     print(verdict["line"])
     print(f"total {time.time() - started:.0f} s")
     if args.json:
-        slim = {arm: [{k: v for k, v in r.items() if k != "summary"} | {
+        slim = {arm: [{k: v for k, v in r.items() if k != "summary"} | ({
             "decision": (r["summary"]["registered"] or {}).get("decision"),
             "gate": r["summary"]["evaluation"]["gate"], "n_eval": r["summary"]["n_eval"],
-            "pipeline_seconds": r["summary"]["seconds"]} for r in rs] for arm, rs in rounds.items()}
+            "pipeline_seconds": r["summary"]["seconds"]} if r["summary"] else {}) for r in rs]
+            for arm, rs in rounds.items()}
         Path(args.json).write_text(json.dumps({"command": command, "args": vars(args), "rounds": slim,
                                                "scores": scored, "goal": verdict}, indent=2, default=str))
 

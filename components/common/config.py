@@ -96,6 +96,26 @@ class DedupConfig(_Strict):
     shingle_words: int = Field(default=5, ge=1)
 
 
+class SummarySupportConfig(_Strict):
+    """Do the reference summaries belong to their dialogues? Support = the share of a summary's content
+    words its dialogue has (components/ingest/support.py); a row is judged by its best summary."""
+
+    quarantine_below: float = Field(default=0.1, ge=0.0, lt=1.0, description="a row whose best summary has "
+                                    "less support is quarantined: it belongs to another conversation (0 = off)")
+    weak_below: float = Field(default=0.25, ge=0.0, lt=1.0, description="support under this is weak: honest "
+                              "abstractive summaries are rarely so; moved ones nearly always")
+    max_weak_fraction: float = Field(default=0.2, gt=0.0, le=1.0, description="a source with more weak rows "
+                                     "stops the ingest: its summaries are attached to the wrong conversations "
+                                     "(1 = never stop)")
+
+    @model_validator(mode="after")
+    def _order(self) -> "SummarySupportConfig":
+        if self.weak_below < self.quarantine_below:
+            raise ValueError(f"weak_below ({self.weak_below}) must be at least quarantine_below "
+                             f"({self.quarantine_below}): a quarantined row is a weak one")
+        return self
+
+
 class DataConfig(_Strict):
     sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig(path="sample")])
     sample: SampleConfig = SampleConfig()
@@ -108,6 +128,7 @@ class DataConfig(_Strict):
     min_speakers: int = Field(default=2, ge=1, description="fewer distinct speakers = a one-sided dialogue")
     pii: PiiConfig = PiiConfig()
     dedup: DedupConfig = DedupConfig()
+    summary_support: SummarySupportConfig = SummarySupportConfig()
     incremental: bool = Field(default=True, description="re-read only source objects not seen before (by size/ETag)")
     workers: int = Field(default=0, ge=0, description="parallel parse processes; 0 = one per usable core "
                          "(set it in a pod with a CPU quota: the quota is not visible as cores)")

@@ -21,7 +21,7 @@ from components.common.config import MixtuneConfig, SourceConfig
 from components.common.storage import Store, join
 from components.ingest.readers import UnreadableFileError
 
-PARSER_VERSION = "3"  # bump when parsing, redaction or dedup keys change meaning
+PARSER_VERSION = "4"  # bump when parsing, redaction or dedup keys change meaning
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,8 @@ def source_fingerprint(spec: SourceConfig, cfg: MixtuneConfig) -> str:
     rules = {
         "parser": PARSER_VERSION,
         "source": spec.model_dump(mode="json"),
-        "limits": [d.max_row_bytes, d.max_field_chars, d.max_target_chars, d.min_turns, d.min_speakers],
+        "limits": [d.max_row_bytes, d.max_field_chars, d.max_target_chars, d.min_turns, d.min_speakers,
+                   d.summary_support.quarantine_below],
         "pii": d.pii.model_dump(mode="json") if spec.redact_pii else None,
         "dedup": [d.dedup.num_perm, d.dedup.shingle_words, d.dedup.near],
     }

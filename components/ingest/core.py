@@ -25,7 +25,8 @@ from components.common.schemas import QUARANTINE_SCHEMA, RECORD_SCHEMA, SPLITS, 
 from components.common.storage import Store, join
 from components.ingest import dedup
 from components.ingest.catalog import Catalog, SourceObject, list_objects, part_uri, source_fingerprint
-from components.ingest.worker import process_object, process_object_json
+from components.ingest.support import weak_sources
+from components.ingest.worker import process_object, process_object_json, source_name
 
 
 @dataclass
@@ -76,9 +77,11 @@ def parse_sources(cfg: MixtuneConfig, store: Store) -> tuple[list[pa.Table], dic
     """Parts for every source object: new objects parsed (in parallel), known ones reused."""
     plan: list[tuple[SourceConfig, Catalog, SourceObject]] = []
     reused: list[tuple[str, dict]] = []  # (object name, catalog entry)
+    source_of: dict[str, str] = {}  # object name -> the source name its rows carry
     for spec in cfg.data.sources:
         catalog = Catalog(store, source_fingerprint(spec, cfg))
         for obj in list_objects(spec, store):
+            source_of[obj.name] = source_name(spec, obj.name)
             entry = catalog.lookup(obj) if cfg.data.incremental else None
             if entry is None:
                 plan.append((spec, catalog, obj))
@@ -108,7 +111,8 @@ def parse_sources(cfg: MixtuneConfig, store: Store) -> tuple[list[pa.Table], dic
     for name, entry in reused:
         tables.append(pq.read_table(io.BytesIO(store.get_bytes(entry["part"]))))
         counts[name] = entry["counts"]
-    return tables, {"read": [o.name for _, _, o in plan], "reused": [n for n, _ in reused], "per_file": counts}
+    return tables, {"read": [o.name for _, _, o in plan], "reused": [n for n, _ in reused], "per_file": counts,
+                    "source_of": source_of}
 
 
 def build_records(cfg: MixtuneConfig, units: list[dict]):
@@ -163,6 +167,14 @@ def write_dataset(cfg: MixtuneConfig, artifact_root: str, store: Store) -> Inges
                                                ("key", "ascending")]).to_pylist() if tables else []
     records, quarantine, counts = build_records(cfg, units)
     t2 = time.perf_counter()
+    report = join(artifact_root, "ingest")
+    store.delete(join(report, "report.json"))  # a retry unpublishes first: report.json is written last
+    store.put_bytes(join(report, "quarantine.parquet"),
+                    table_bytes(pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA)))
+    broken = weak_sources(units, files["source_of"], cfg.data.summary_support)
+    if broken:
+        raise ValueError("refusing this batch: " + "; ".join(broken)
+                         + f". The rows are in {join(report, 'quarantine.parquet')}")
     if not records:
         raise ValueError(f"no usable rows in {files['read'] + files['reused']}: {dict(counts)}")
 
@@ -187,10 +199,6 @@ def write_dataset(cfg: MixtuneConfig, artifact_root: str, store: Store) -> Inges
     pii = Counter()
     for c in files["per_file"].values():
         pii.update({k[4:]: v for k, v in c.items() if k.startswith("pii_")})
-    report = join(artifact_root, "ingest")
-    store.delete(join(report, "report.json"))  # a retry unpublishes first: report.json is written last
-    store.put_bytes(join(report, "quarantine.parquet"),
-                    table_bytes(pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA)))
     reasons = Counter(q["reason"].split(":")[0] for q in quarantine)
     result = IngestResult(out, version, report, dict(counts), split_rows, dict(reasons.most_common()),
                           dict(sorted(pii.items())), files["read"], files["reused"],

@@ -20,6 +20,7 @@ from components.ingest import dedup
 from components.ingest.catalog import read_object, sibling_name
 from components.ingest.formats import parse_file
 from components.ingest.pii import Redactor
+from components.ingest.support import best_support, quarantine_reason
 
 MAX_RAW_CHARS = 2000  # how much of a bad row the quarantine keeps
 
@@ -34,6 +35,7 @@ PART_SCHEMA = pa.schema([
     ("signature", pa.binary()),  # MinHash values; null when near-dedup is off
     ("tasks", pa.list_(pa.string())),  # the source's `tasks`, null = every task the record can feed
     ("reason", pa.string()),  # "<category>: <detail>" when quarantined
+    ("support", pa.float64()),  # the best summary's support in its dialogue (support.py); null = not judged
     ("raw", pa.string()),
 ])
 
@@ -61,7 +63,11 @@ def process_object(cfg: MixtuneConfig, spec: SourceConfig, name: str) -> tuple[b
     cols: dict[str, list] = {f.name: [] for f in PART_SCHEMA}
     for u in units:
         raw = _truncate(u.raw)
-        fields = u.fields
+        fields, error, best = u.fields, u.error, None
+        if error is None:  # judged on the raw text, before redaction turns names into placeholders
+            best = best_support(fields)
+            error = quarantine_reason(best, cfg.data.summary_support)
+            fields = fields if error is None else None  # quarantined: its raw row is kept (and redacted)
         t = time.perf_counter()
         if redactor is not None:  # a kept row stores its fields, a quarantined one its raw text
             if fields is not None:
@@ -70,7 +76,7 @@ def process_object(cfg: MixtuneConfig, spec: SourceConfig, name: str) -> tuple[b
                 raw, found = redactor.redact(raw)
             pii.update(found)
         spent["pii"] += time.perf_counter() - t
-        ok = u.error is None
+        ok = error is None
         cols["file"].append(name)
         cols["line"].append(u.line)
         cols["key"].append(u.key)
@@ -84,7 +90,8 @@ def process_object(cfg: MixtuneConfig, spec: SourceConfig, name: str) -> tuple[b
         cols["signature"].append(dedup.signature_bytes(sig) if sig is not None else None)
         spent["dedup_keys"] += time.perf_counter() - t
         cols["tasks"].append(list(spec.tasks) if ok and spec.tasks is not None else None)
-        cols["reason"].append(u.error)
+        cols["reason"].append(error)
+        cols["support"].append(round(best[0], 4) if best is not None else None)
         cols["raw"].append(None if ok else raw)
     buf = io.BytesIO()
     pq.write_table(pa.table(cols, schema=PART_SCHEMA), buf, compression="zstd")

@@ -14,7 +14,8 @@ from pipelines.sample_data import generate
 EMAIL, PHONE = "jane.doe+orders@example.org", "+1 415-555-0132"
 
 
-def _chat(cid: str, text: str = "my parcel is late", summary: str = "Customer reports a late parcel.") -> str:
+def _chat(cid: str, text: str = "my parcel is late", summary: str | None = None) -> str:
+    summary = summary or f"Customer reports: {text}."  # a summary of this chat (ingest quarantines others)
     return json.dumps({"conversation_id": cid, "summary": summary, "messages": [
         {"role": "user", "content": text}, {"role": "assistant", "content": "Sorry, I will check the order now."}]})
 
