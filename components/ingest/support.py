@@ -14,8 +14,8 @@ summaries were moved to another conversation; under 0.1, 0-0.2% of honest rows.
 Two rules use it (`data.summary_support`):
 - a row whose best summary has under `quarantine_below` (0.1) is quarantined with the figure: it was
   written for another conversation;
-- a source where more than `max_weak_fraction` (20%) of the judged rows have under `weak_below` (0.25)
-  stops the ingest: a batch like that is a broken batch (a shuffled export, a join on the wrong key), not a
+- a source (or one of its objects) where more than `max_weak_fraction` (20%) of the judged rows have
+  under `weak_below` (0.25) stops the ingest: a batch like that is a broken batch (a shuffled export, a join on the wrong key), not a
   few bad rows, and training on the rest would hide it.
 """
 from __future__ import annotations
@@ -75,18 +75,22 @@ def quarantine_reason(best: tuple[float, str] | None, cfg: SummarySupportConfig)
 
 
 def weak_sources(units: list[dict], source_of: dict[str, str], cfg: SummarySupportConfig) -> list[str]:
-    """One line per source where more than max_weak_fraction of the judged rows have weak support."""
+    """One line per source, and per object of a source that passed, where more than max_weak_fraction of
+    the judged rows have weak support. Objects too: a broken upload among many good files of one source
+    (a source that accumulates every batch) would hide in the source's total."""
     if cfg.max_weak_fraction >= 1:
         return []
     judged, weak = Counter(), Counter()
     for u in units:
         if u["support"] is None:
             continue
-        src = source_of.get(u["file"], u["file"])
-        judged[src] += 1
-        weak[src] += u["support"] < cfg.weak_below
-    return [f"source {src!r}: {weak[src]} of {judged[src]} summaries ({weak[src] / judged[src]:.0%}) have under "
-            f"{cfg.weak_below:.0%} of their content words in their dialogue, over data.summary_support."
-            f"max_weak_fraction {cfg.max_weak_fraction:.0%}: they look attached to the wrong conversations "
-            f"(a shuffled export or a join on the wrong key)"
-            for src in sorted(judged) if judged[src] >= MIN_JUDGED and weak[src] / judged[src] > cfg.max_weak_fraction]
+        for key in (("source", source_of.get(u["file"], u["file"])), ("object", u["file"])):
+            judged[key] += 1
+            weak[key] += u["support"] < cfg.weak_below
+    bad = [k for k in sorted(judged) if judged[k] >= MIN_JUDGED and weak[k] / judged[k] > cfg.max_weak_fraction]
+    failed_sources = {name for kind, name in bad if kind == "source"}
+    return [f"{kind} {name!r}: {weak[(kind, name)]} of {judged[(kind, name)]} summaries "
+            f"({weak[(kind, name)] / judged[(kind, name)]:.0%}) have under {cfg.weak_below:.0%} of their content "
+            f"words in their dialogue, over data.summary_support.max_weak_fraction {cfg.max_weak_fraction:.0%}: "
+            f"they look attached to the wrong conversations (a shuffled export or a join on the wrong key)"
+            for kind, name in bad if kind == "source" or source_of.get(name, name) not in failed_sources]

@@ -72,6 +72,11 @@ def test_scores_against_the_first_champion_and_the_goal():
     verdict = goal_verdict(rounds, scored)
     assert verdict["met"] and verdict["poisoned_refused"] and verdict["without_replay_drops"], verdict["line"]
     assert verdict["line"].startswith("goal (") and ": MET;" in verdict["line"]
+    # A poisoned batch the ingest refused (no model trained, the champion stays) is refused too.
+    rounds["replay"][2] = {"round": "P", "summary": None, "failed": "refusing this batch: source 'tweetsumm'",
+                           "promoted": False, "champion_before": "2", "champion_after": "2"}
+    unscored = {arm: {k: v for k, v in s.items() if k != "P"} for arm, s in scored.items()}
+    assert goal_verdict(rounds, unscored)["poisoned_refused"] and goal_verdict(rounds, unscored)["met"]
     # A poisoned round that got through fails the goal, and says so.
     rounds["replay"][2] = round_("P", "3", "2", True)
     assert not goal_verdict(rounds, scored)["met"]

@@ -92,6 +92,13 @@ def test_a_batch_of_moved_summaries_stops_the_ingest_and_names_the_source(tiny_c
         write_dataset(cfg, join(store.root, "runs", "b"), store)
     assert "'old'" not in str(e.value) and "quarantine.parquet" in str(e.value)
     assert read_rows(store, join(store.root, "runs", "b", "ingest", "quarantine.parquet"))  # the rows can be read
+    # One broken upload among good files of the same source is named by its object.
+    _put(store, "three/good.jsonl", generate(300, seed=9))
+    _put(store, "three/moved.jsonl", moved)  # about 15% of the source: under 20%
+    mixed = _cfg(tiny_config, SourceConfig(path=join(store.root, "incoming", "three"), name="chats"))
+    with pytest.raises(ValueError, match=r"refusing this batch: object '[^']*moved.jsonl': \d+ of 60") as e:
+        write_dataset(mixed, join(store.root, "runs", "m"), store)
+    assert "source 'chats'" not in str(e.value) and "good.jsonl" not in str(e.value)
     off = cfg.model_copy(update={"data": cfg.data.model_copy(update={
         "summary_support": SummarySupportConfig(max_weak_fraction=1.0)})})
     assert write_dataset(off, join(store.root, "runs", "c"), store).counts["rows_kept"] > 0
