@@ -11,8 +11,38 @@ from pathlib import Path
 from components.common.config import PRESETS, ConfigError, MixtuneConfig, SourceConfig, load_config
 
 
+def _overrides(pairs: list[str] | None) -> dict[str, str]:
+    out = {}
+    for kv in pairs or []:
+        key, eq, value = kv.partition("=")
+        if not eq or not key.strip() or any(not p for p in key.split(".")):
+            raise ConfigError(f"--set {kv!r}: expected KEY=VALUE with a dotted key, e.g. --set train.max_steps=50")
+        out[key.strip()] = value
+    return out
+
+
+def version_number(text: str) -> str:
+    """argparse type of --version: a registry version is a positive integer (kept as the text MLflow uses)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a model version number (a positive integer, like 3)")
+    return str(int(text))
+
+
+def require_state(args, cfg: MixtuneConfig) -> None:
+    """Commands that read a local run's state refuse an empty folder instead of starting a new, empty one."""
+    if getattr(args, "external_s3", False):
+        return
+    workdir = Path(args.workdir)
+    uri = cfg.tracking.uri
+    db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    if not (workdir / "s3").is_dir() or (db is not None and not db.exists()):
+        missing = f"{workdir}/s3" if not (workdir / "s3").is_dir() else f"{db} (tracking.uri)"
+        raise ConfigError(f"no mixtune state in {workdir} ({missing} is missing): run `make demo` (or `mixtune "
+                          f"run --local`) first, or pass the --workdir and --config it used")
+
+
 def _config(args) -> MixtuneConfig:
-    overrides = dict(kv.split("=", 1) for kv in args.set or [])
+    overrides = _overrides(args.set)
     cfg = load_config(args.config, {k: _yaml_value(v) for k, v in overrides.items()})
     if getattr(args, "data", None):
         sources = [SourceConfig(path=p, format=args.format) for p in args.data]
@@ -153,6 +183,7 @@ def cmd_infer(args) -> int:
     if args.compile:
         print(f"compiled inference pipeline → {compile_inference(cfg, args.compile)}")
         return 0
+    require_state(args, cfg)
     return _run_and_print(args, lambda: run_local(cfg, args.workdir, embedded_s3=not args.external_s3),
                           print_inference_summary)
 
@@ -163,8 +194,10 @@ def _alias_change(args, action) -> int:
     from components.register.aliases import AliasError
     from pipelines.local import local_services
 
+    config = _config(args)
+    require_state(args, config)
     try:
-        with local_services(_config(args), args.workdir, embedded_s3=not args.external_s3) as cfg:
+        with local_services(config, args.workdir, embedded_s3=not args.external_s3) as cfg:
             change = action(cfg)
             print(f"{change.model_name}: champion v{change.before or '-'} → v{change.after}"
                   f"{' (forced)' if change.forced else ''}\n  {change.reason}")
@@ -218,6 +251,7 @@ def cmd_serve(args) -> int:
     from pipelines.local import local_services
 
     cfg = _config(args)
+    require_state(args, cfg)
     with local_services(cfg, args.workdir, embedded_s3=not args.external_s3) as cfg:
         missing = _existing_sqlite(cfg)
         if missing:
@@ -235,7 +269,9 @@ def cmd_package_model(args) -> int:
     from components.register.package import PackageError, package_all, package_version
     from pipelines.local import local_services
 
-    with local_services(_config(args), args.workdir, embedded_s3=not args.external_s3) as cfg:
+    config = _config(args)
+    require_state(args, config)
+    with local_services(config, args.workdir, embedded_s3=not args.external_s3) as cfg:
         missing = _existing_sqlite(cfg)
         if missing:
             print(f"mixtune package-model: {missing}", file=sys.stderr)
@@ -264,7 +300,9 @@ def cmd_exec(args) -> int:
         print("mixtune exec: give a command after --, e.g. mixtune exec -- mlflow models serve -m "
               "models:/mixtune-summarizer@champion --env-manager local", file=sys.stderr)
         return 2
-    with local_services(_config(args), args.workdir, embedded_s3=not args.external_s3) as cfg:
+    config = _config(args)
+    require_state(args, config)
+    with local_services(config, args.workdir, embedded_s3=not args.external_s3) as cfg:
         # mixtune's own environment first on PATH (mlflow models serve runs `uvicorn` from it).
         path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
         env = {**os.environ, "MLFLOW_TRACKING_URI": cfg.tracking.uri, "PATH": path}
@@ -362,7 +400,7 @@ def parser() -> argparse.ArgumentParser:
     inf.set_defaults(func=cmd_infer)
 
     prom = with_registry(sub.add_parser("promote", help="make a version champion if it passes the gate"))
-    prom.add_argument("--version", required=True, help="model version number")
+    prom.add_argument("--version", required=True, type=version_number, help="model version number")
     prom.add_argument("--force", action="store_true", help="skip the gate (needs --reason)")
     prom.set_defaults(func=cmd_promote)
     roll = with_registry(sub.add_parser("rollback", help="champion back to the champion it replaced"))
@@ -381,7 +419,7 @@ def parser() -> argparse.ArgumentParser:
     pkg.add_argument("--workdir", default=".mixtune", help="local state of `run --local` (S3 data, MLflow DB)")
     pkg.add_argument("--external-s3", action="store_true", help="use storage.* from the config")
     which = pkg.add_mutually_exclusive_group(required=True)
-    which.add_argument("--version", help="model version number")
+    which.add_argument("--version", type=version_number, help="model version number")
     which.add_argument("--all", action="store_true", help="every version of registry.model_name")
     pkg.add_argument("--rewrite", action="store_true", help="also rewrite versions that have an MLmodel")
     pkg.set_defaults(func=cmd_package_model)

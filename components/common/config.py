@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from components.common.config_keys import key_lines, nearest_key
+
 
 def _version_text(value):
     # `--set infer.model=2` reads 2 as a YAML integer: a version number, kept as the text the registry uses.
@@ -670,35 +672,55 @@ class ConfigError(ValueError):
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> MixtuneConfig:
     """Read a YAML config (or the defaults when path is None), apply dotted overrides, validate."""
     raw: dict = {}
-    where = "<defaults>"
+    where, lines = "<defaults>", {}
     if path is not None:
         where = str(path)
         try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
+            text = Path(path).read_text()
+            raw = yaml.safe_load(text) or {}
         except FileNotFoundError:
             raise ConfigError(f"{where}: config file not found") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{where}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: top level must be a mapping, got {type(raw).__name__}")
+        lines = key_lines(text)
     for dotted, value in (overrides or {}).items():
         node = raw
         *parents, leaf = dotted.split(".")
-        for p in parents:
+        for i, p in enumerate(parents):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                kind = "a list" if isinstance(node, list) else f"a value ({node!r})"
+                raise ConfigError(f"--set {dotted}: {'.'.join(parents[:i + 1])} is {kind}, not a section: "
+                                  f"set it in the config file")
         node[leaf] = value
-    return parse_config(raw, where)
+    origin = {k: f"{where} line {n}" for k, n in lines.items()} | {k: f"--set {k}" for k in overrides or {}}
+    return parse_config(raw, where, origin)
 
 
-def parse_config(raw: dict, where: str = "<config>") -> MixtuneConfig:
+def parse_config(raw: dict, where: str = "<config>", origin: dict[str, str] | None = None) -> MixtuneConfig:
+    """Validate; each error names its key, where it was set (`--set K` or the file's line) and, for an
+    unknown key, the nearest valid one."""
     try:
         return MixtuneConfig.model_validate(raw)
     except ValidationError as e:
         lines = [f"{where}: invalid config"]
         for err in e.errors():
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"  {key}: {err['msg']}")
+            source = next(((origin or {})[k] for k in _prefixes(key) if k in (origin or {})), None)
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            if err["type"] == "extra_forbidden":
+                near = nearest_key(MixtuneConfig, err["loc"])
+                msg += f"; did you mean {near}?" if near else ""
+            lines.append(f"  {key}: {msg}" + (f" (from {source})" if source else ""))
         raise ConfigError("\n".join(lines)) from None
+
+
+def _prefixes(key: str) -> list[str]:
+    """"a.b.c" -> ["a.b.c", "a.b", "a"]: the most precise origin known for a key wins."""
+    parts = key.split(".")
+    return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
 
 
 def config_from_json(text: str) -> MixtuneConfig:

@@ -15,6 +15,20 @@ def test_unknown_key_is_an_error_naming_it(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(path)
     assert str(path) in str(e.value) and "train.max_stepz" in str(e.value)
+    assert f"train.max_stepz: unknown key; did you mean train.max_steps? (from {path} line 2)" in str(e.value)
+
+
+def test_an_unknown_key_names_its_origin_and_the_nearest_valid_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  sources:\n    - path: a.jsonl\n      formatt: json\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path, {"registry.gate.max_dorp": 2, "templates.mixture.replay.from_champion": "x"})
+    text = str(e.value)
+    assert f"data.sources.0.formatt: unknown key; did you mean data.sources.0.format? (from {path} line 4)" in text
+    assert "registry.gate.max_dorp: unknown key; did you mean registry.gate.max_drop? (from --set registry.gate.max_dorp)" in text
+    assert "templates.mixture.replay.from_champion: unknown key" in text  # nothing close: no suggestion
+    with pytest.raises(ConfigError, match=r"--set data.sources.0.path: data.sources is a list, not a section"):
+        load_config(path, {"data.sources.0.path": "b.jsonl"})
 
 
 def test_bad_values_are_all_reported(tmp_path):
