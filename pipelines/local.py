@@ -127,7 +127,9 @@ def run_local(cfg: MixtuneConfig, workdir: str | Path = ".mixtune", embedded_s3:
               pipeline_run: str | None = None) -> dict:
     """Run the whole DAG locally and return the summary (see pipelines.summary)."""
     from pipelines.dag import PIPELINE_NAME, build_pipeline
-    from pipelines.summary import collect_summary
+    from pipelines.summary import collect_local_summary
 
+    state = Path(workdir).resolve()
     return run_dag_locally(cfg, workdir, embedded_s3, pipeline_run or new_run_name(), build_pipeline,
-                           collect_summary, PIPELINE_NAME)
+                           lambda c, store, root, run: collect_local_summary(c, store, root, run, state),
+                           PIPELINE_NAME)

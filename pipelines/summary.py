@@ -1,6 +1,8 @@
 """What a person wants to know after a run, read back from S3 and the MLflow registry."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from mlflow.tracking import MlflowClient
 
 from components.common import tracking
@@ -53,7 +55,7 @@ def collect_summary(cfg: MixtuneConfig, store: Store, artifact_root: str, pipeli
         # Unsupported facts, degenerate outputs and name coverage (%) per model, with the candidate's interval.
         "faithfulness": {t: {"scores": v["faithfulness"]["scores"], "ci": v["faithfulness"]["ci"]["candidate"]}
                          for t, v in metrics["tasks"].items() if v.get("faithfulness")},
-        "report": join(artifact_root, "evaluate", "report.html"),
+        "report_uri": join(artifact_root, "evaluate", "report.html"),
         "champion_version_evaluated": None if metrics.get("champion_version") is None else str(metrics["champion_version"]),
         "n_eval": metrics.get("n_examples"),
         "example": {"id": example["id"], "reference": example["references"][0], "candidate": example["candidate"],
@@ -63,6 +65,28 @@ def collect_summary(cfg: MixtuneConfig, store: Store, artifact_root: str, pipeli
         "artifacts": sorted({u.split(artifact_root + "/")[1].split("/")[0] for u, _ in store.list(artifact_root)}),
         "tracking_uri": cfg.tracking.uri,
     }
+
+
+def collect_local_summary(cfg: MixtuneConfig, store: Store, artifact_root: str, pipeline_run: str,
+                          workdir: Path) -> dict:
+    """collect_summary, with the report copied into the state folder (`report`: its local path)."""
+    summary = collect_summary(cfg, store, artifact_root, pipeline_run)
+    summary["report"] = str(export_report(store, artifact_root, workdir / "reports" / pipeline_run))
+    return summary
+
+
+REPORT_FILES = ("report.html", "metrics.json", "predictions.parquet", "eval_set.parquet")
+
+
+def export_report(store: Store, artifact_root: str, dest: Path) -> Path:
+    """Copy the evaluate step's report, metrics and predictions to a local folder: the embedded S3 server
+    (and its per-run keys) stops with the run, a file on disk opens any time. Returns report.html's path."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in REPORT_FILES:
+        uri = join(artifact_root, "evaluate", name)
+        if store.exists(uri):
+            store.get_file(uri, dest / name)
+    return dest / "report.html"
 
 
 def print_summary(summary: dict) -> None:
@@ -95,7 +119,10 @@ def print_summary(summary: dict) -> None:
     con.print(f"evaluation: {summary['n_eval']} examples; champion evaluated against: "
               f"{'v' + summary['champion_version_evaluated'] if summary['champion_version_evaluated'] else 'none'}")
     print_summary_table(summary["evaluation"], console=con)
-    con.print(f"report: {summary['report']}")
+    report = summary.get("report")
+    con.print(f"report: {Path(report).as_uri() if report else summary['report_uri']}", soft_wrap=True)
+    if report:
+        con.print(f"  beside it: {', '.join(REPORT_FILES[1:])}", soft_wrap=True)
     ex = summary["example"]
     flags = ([f"unsupported: {', '.join(ex['unsupported'])}"] if ex.get("unsupported") else []) + (
         [f"degenerate: {ex['degenerate']}"] if ex.get("degenerate") else [])

@@ -1,5 +1,6 @@
 """The whole DAG through kfp.local against a real SeaweedFS and a real SQLite MLflow."""
 import json
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -76,6 +77,12 @@ def test_two_runs_end_to_end(tmp_path, monkeypatch, capfd):
     assert first["registered"]["aliases"] and "champion" in first["registered"]["aliases"]
     assert first["evaluation"]["gate"]["promote"] and first["registered"]["decision"].startswith("promote:")
     assert first["rows"][0][1] == first["rows"][0][2] + first["rows"][0][3] + first["rows"][0][4]
+    # The report is a local file that outlives the embedded S3 server, with metrics and predictions beside it.
+    report = Path(first["report"])
+    assert report == tmp_path / "state" / "reports" / first["pipeline_run"] / "report.html"
+    assert report.read_text().lstrip().lower().startswith("<!doctype html") and "data:image/png;base64," in report.read_text()
+    assert json.loads((report.parent / "metrics.json").read_text())["tasks"] == first["evaluation"]["tasks"]
+    assert (report.parent / "predictions.parquet").stat().st_size > 0
 
     # Every step's artifacts are objects in S3 (the server's data outlives it).
     with LocalS3(tmp_path / "state" / "s3") as s3:
