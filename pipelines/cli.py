@@ -57,13 +57,17 @@ def _yaml_value(text: str):
 
 
 def _run_and_print(args, run, print_fn) -> int:
-    """Run a local pipeline; on failure name it (kfp.local has printed the failing step's log above)."""
+    """Run a local pipeline; on failure name the step, its last lines and its log file."""
+    from pipelines.local import StepFailed
+
     try:
         summary = run()
+    except StepFailed as e:
+        print(f"mixtune {args.command} failed: {e}\nstate is in {args.workdir}/", file=sys.stderr)
+        return 1
     except RuntimeError as e:
         msg = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
-        print(f"mixtune {args.command} failed: {msg}\nThe failing step's output is above; state is in "
-              f"{args.workdir}/", file=sys.stderr)
+        print(f"mixtune {args.command} failed: {msg}\nstate is in {args.workdir}/", file=sys.stderr)
         return 1
     print_fn(summary)
     if args.summary_json:
@@ -79,8 +83,8 @@ def cmd_run(args) -> int:
     from pipelines.local import run_local
     from pipelines.summary import print_summary
 
-    return _run_and_print(args, lambda: run_local(_config(args), args.workdir, embedded_s3=not args.external_s3),
-                          print_summary)
+    return _run_and_print(args, lambda: run_local(_config(args), args.workdir, embedded_s3=not args.external_s3,
+                                                  verbose=args.verbose), print_summary)
 
 
 def cmd_compile(args) -> int:
@@ -127,7 +131,7 @@ def cmd_watch(args) -> int:
         with local_services(cfg, args.workdir, embedded_s3=not args.external_s3) as cfg:
             print(describe(cfg, Store(cfg.storage)), flush=True)
             records = watch(cfg, args.workdir, once=args.once, max_runs=args.max_runs,
-                            log=lambda line: print(line, flush=True))
+                            log=lambda line: print(line, flush=True), verbose=args.verbose)
     except TriggerError as e:
         print(f"mixtune watch: {e}", file=sys.stderr)
         return 1
@@ -184,7 +188,8 @@ def cmd_infer(args) -> int:
         print(f"compiled inference pipeline → {compile_inference(cfg, args.compile)}")
         return 0
     require_state(args, cfg)
-    return _run_and_print(args, lambda: run_local(cfg, args.workdir, embedded_s3=not args.external_s3),
+    return _run_and_print(args, lambda: run_local(cfg, args.workdir, embedded_s3=not args.external_s3,
+                                                  verbose=args.verbose),
                           print_inference_summary)
 
 
@@ -317,6 +322,27 @@ def cmd_exec(args) -> int:
             return 130
 
 
+def cmd_ui(args) -> int:
+    """The state folder's S3 server and the MLflow UI with working artifact views, until Ctrl-C."""
+    from pipelines.local import local_services
+    from pipelines.ui import MlflowUI, UIServerError, links, wait_for_interrupt
+
+    config = _config(args)
+    require_state(args, config)
+    workdir = Path(args.workdir).resolve()
+    with local_services(config, workdir, embedded_s3=not args.external_s3) as cfg:
+        try:
+            with MlflowUI(cfg, workdir / "logs" / "mlflow-ui.log", args.host, args.port) as ui:
+                print("\n".join(links(cfg, ui.url, workdir)) + "\nCtrl-C stops the UI and the S3 server.", flush=True)
+                wait_for_interrupt(ui)
+        except UIServerError as e:
+            print(f"mixtune ui: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("mixtune ui: stopped", flush=True)
+    return 0
+
+
 def cmd_sample(args) -> int:
     from pipelines.sample_data import generate, write_jsonl
 
@@ -343,6 +369,8 @@ def parser() -> argparse.ArgumentParser:
                      help="built-in format of --data (other exports: a config source with a `mapping`)")
     run.add_argument("--external-s3", action="store_true", help="use storage.* from the config, start no S3 server")
     run.add_argument("--summary-json", help="also write the summary as JSON here")
+    run.add_argument("--verbose", "-v", action="store_true",
+                     help="show every step's whole output (it is always in <workdir>/logs/<run>/)")
     run.set_defaults(func=cmd_run)
 
     comp = with_config(sub.add_parser("compile", help="compile the DAG to KFP v2 YAML"))
@@ -365,6 +393,8 @@ def parser() -> argparse.ArgumentParser:
     wat.add_argument("--external-s3", action="store_true", help="use storage.* from the config, start no S3 server")
     wat.add_argument("--once", action="store_true", help="look once: run if there is a new batch, then exit")
     wat.add_argument("--max-runs", type=int, metavar="N", help="exit after N runs")
+    wat.add_argument("--verbose", "-v", action="store_true",
+                     help="show every step's whole output (it is always in <workdir>/logs/<run>/)")
     wat.set_defaults(func=cmd_watch)
 
     up = with_config(sub.add_parser("upload", help="put files into the state folder's S3, e.g. new chat logs "
@@ -396,6 +426,8 @@ def parser() -> argparse.ArgumentParser:
     inf.add_argument("--format", default="chatlog", choices=list(PRESETS), help="built-in format of --data")
     inf.add_argument("--external-s3", action="store_true", help="use storage.* from the config, start no S3 server")
     inf.add_argument("--summary-json", help="also write the summary as JSON here")
+    inf.add_argument("--verbose", "-v", action="store_true",
+                     help="show every step's whole output (it is always in <workdir>/logs/<run>/)")
     inf.add_argument("--compile", metavar="YAML", help="compile the ingest -> infer pipeline for KFP instead")
     inf.set_defaults(func=cmd_infer)
 
@@ -430,6 +462,14 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--external-s3", action="store_true", help="use storage.* from the config")
     ex.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command, e.g. -- python my_client.py")
     ex.set_defaults(func=cmd_exec)
+
+    ui = with_config(sub.add_parser("ui", help="open what local runs produced: the MLflow UI (artifacts "
+                                    "included) over the state folder's S3 server, until Ctrl-C"))
+    ui.add_argument("--workdir", default=".mixtune", help="local state of `run --local` (S3 data, MLflow DB)")
+    ui.add_argument("--external-s3", action="store_true", help="use storage.* from the config")
+    ui.add_argument("--host", default="127.0.0.1", help="address the UI listens on (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, help="UI port (default: a free one)")
+    ui.set_defaults(func=cmd_ui)
 
     sample = sub.add_parser("sample", help="write generated sample chat logs (JSONL)")
     sample.add_argument("--out", required=True)

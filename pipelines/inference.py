@@ -52,10 +52,10 @@ def new_infer_run_name() -> str:
 
 
 def run_local(cfg: MixtuneConfig, workdir: str | Path = ".mixtune", embedded_s3: bool = True,
-              pipeline_run: str | None = None) -> dict:
+              pipeline_run: str | None = None, verbose: bool = True) -> dict:
     """Run ingest -> infer locally (kfp.local) and return the summary (see collect_inference_summary)."""
     return run_dag_locally(cfg, workdir, embedded_s3, pipeline_run or new_infer_run_name(),
-                           build_inference_pipeline, collect_inference_summary, PIPELINE_NAME)
+                           build_inference_pipeline, collect_inference_summary, PIPELINE_NAME, verbose=verbose)
 
 
 def collect_inference_summary(cfg: MixtuneConfig, store: Store, artifact_root: str, pipeline_run: str) -> dict:

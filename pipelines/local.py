@@ -92,11 +92,25 @@ def local_services(cfg: MixtuneConfig, workdir: str | Path = ".mixtune", embedde
         yield cfg
 
 
+class StepFailed(RuntimeError):
+    """A step of a local run failed: which one, its log file and its last lines."""
+
+    def __init__(self, step: str, log: str, tail: list[str], verbose: bool, error: str | None = None):
+        shown = "" if verbose else "\n" + "\n".join(f"  | {line}" for line in tail)
+        super().__init__(f"step {step} failed" + (f": {error}" if error else "") + f"{shown}\nits whole log: {log}")
+        self.step, self.log, self.tail = step, log, tail
+
+
 def run_dag_locally(cfg: MixtuneConfig, workdir: str | Path, embedded_s3: bool, pipeline_run: str,
-                    build, collect, pipeline_name: str) -> dict:
+                    build, collect, pipeline_name: str, verbose: bool = True) -> dict:
     """Run a pipeline built by `build(cfg)` through kfp.local inside the local services, with its MLflow
-    parent run, and return `collect(cfg, store, artifact_root, pipeline_run)` plus timing."""
+    parent run, and return `collect(cfg, store, artifact_root, pipeline_run)` plus timing.
+
+    Every step's output goes to `<workdir>/logs/<pipeline_run>/`; without `verbose` the console shows
+    one line per step and the training progress (pipelines/console.py)."""
     import kfp.local
+
+    from pipelines.console import routed_output
 
     workdir = Path(workdir).resolve()
     with local_services(cfg, workdir, embedded_s3) as cfg:
@@ -113,7 +127,14 @@ def run_dag_locally(cfg: MixtuneConfig, workdir: str | Path, embedded_s3: bool, 
         status = "FAILED"
         started = time.time()
         try:
-            build(cfg)(config_json=cfg.model_dump_json(), pipeline_run=pipeline_run, artifact_root=artifact_root)
+            with routed_output(workdir / "logs" / pipeline_run, verbose=verbose) as steps:
+                try:
+                    build(cfg)(config_json=cfg.model_dump_json(), pipeline_run=pipeline_run, artifact_root=artifact_root)
+                except RuntimeError as e:
+                    failed = steps.failure()
+                    if failed is None:
+                        raise
+                    raise StepFailed(failed["step"], failed["log"], failed["tail"], verbose, failed["error"]) from e
             status = "FINISHED"
         finally:
             tracking.finish_parent(cfg, pipeline_run, status)
@@ -124,7 +145,7 @@ def run_dag_locally(cfg: MixtuneConfig, workdir: str | Path, embedded_s3: bool, 
 
 
 def run_local(cfg: MixtuneConfig, workdir: str | Path = ".mixtune", embedded_s3: bool = True,
-              pipeline_run: str | None = None) -> dict:
+              pipeline_run: str | None = None, verbose: bool = True) -> dict:
     """Run the whole DAG locally and return the summary (see pipelines.summary)."""
     from pipelines.dag import PIPELINE_NAME, build_pipeline
     from pipelines.summary import collect_local_summary
@@ -132,4 +153,4 @@ def run_local(cfg: MixtuneConfig, workdir: str | Path = ".mixtune", embedded_s3:
     state = Path(workdir).resolve()
     return run_dag_locally(cfg, workdir, embedded_s3, pipeline_run or new_run_name(), build_pipeline,
                            lambda c, store, root, run: collect_local_summary(c, store, root, run, state),
-                           PIPELINE_NAME)
+                           PIPELINE_NAME, verbose=verbose)

@@ -94,6 +94,9 @@ def print_summary(summary: dict) -> None:
     from rich.table import Table
 
     con = Console()
+
+    def say(text: str) -> None:  # one line in a log file; a terminal wraps it at its edge, not mid-phrase
+        con.print(text, soft_wrap=True)
     t = Table(title=f"mixtune run {summary['pipeline_run']}")
     for col in ("step", "rows in", "rows out", "quarantined", "duplicates"):
         t.add_column(col, justify="right" if col != "step" else "left")
@@ -101,35 +104,40 @@ def print_summary(summary: dict) -> None:
         t.add_row(*[str(x) for x in row])
     con.print(t)
     for reason, n in summary["quarantine_reasons"].items():
-        con.print(f"  quarantined: {n} × {reason}")
+        say(f"  quarantined: {n} × {reason}")
     files, pii = summary["files"], summary["pii"]
-    con.print(f"  source files: {files['read']} read, {files['reused']} unchanged and reused"
+    say(f"  source files: {files['read']} read, {files['reused']} unchanged and reused"
               + (f"; PII redacted: {', '.join(f'{n} {k}' for k, n in pii.items())}" if pii else ""))
     base, replay = summary.get("base_model") or {}, summary.get("replay") or {}
     if base.get("version") or base.get("unset_alias"):
-        con.print(f"  base model: {base['registered_model']} v{base['version']}" if base.get("version") else
+        say(f"  base model: {base['registered_model']} v{base['version']}" if base.get("version") else
                   f"  base model: {base['ref']} ({base['unset_alias']} is not set yet: the first round)")
     if replay.get("from") or replay.get("uri"):
-        con.print(f"  replay: {replay.get('note')}" + (f" ({replay['examples']} examples, ratio {replay['ratio']:g})"
+        say(f"  replay: {replay.get('note')}" + (f" ({replay['examples']} examples, ratio {replay['ratio']:g})"
                                                        if replay.get("uri") else ""))
     if summary["mixture"]:
-        con.print("  train mixture weights (sampled at load time): " + ", ".join(f"{t} {p:.1%}" for t, p in summary["mixture"].items()))
+        say("  train mixture weights (sampled at load time): " + ", ".join(f"{t} {p:.1%}" for t, p in summary["mixture"].items()))
     from components.evaluate.summary_table import print_summary_table
 
-    con.print(f"evaluation: {summary['n_eval']} examples; champion evaluated against: "
+    say(f"evaluation: {summary['n_eval']} examples; champion evaluated against: "
               f"{'v' + summary['champion_version_evaluated'] if summary['champion_version_evaluated'] else 'none'}")
     print_summary_table(summary["evaluation"], console=con)
     report = summary.get("report")
-    con.print(f"report: {Path(report).as_uri() if report else summary['report_uri']}", soft_wrap=True)
+    say(f"report: {Path(report).as_uri() if report else summary['report_uri']}")
     if report:
-        con.print(f"  beside it: {', '.join(REPORT_FILES[1:])}", soft_wrap=True)
+        say(f"  beside it: {', '.join(REPORT_FILES[1:])}")
     ex = summary["example"]
     flags = ([f"unsupported: {', '.join(ex['unsupported'])}"] if ex.get("unsupported") else []) + (
         [f"degenerate: {ex['degenerate']}"] if ex.get("degenerate") else [])
-    con.print(f"example {ex['id']}\n  reference : {ex['reference']}\n  fine-tuned: {ex['candidate']}"
+    say(f"example {ex['id']}\n  reference : {ex['reference']}\n  fine-tuned: {ex['candidate']}"
               + (f"\n  checks    : {'; '.join(flags)}" if flags else "") + f"\n  base      : {ex['base'][:120]!r}")
     reg = summary["registered"]
     if reg:
-        con.print(f"registered: {reg['name']} version {reg['version']} aliases {reg['aliases']} — {reg['decision']}")
-    con.print(f"artifacts: {summary['artifact_root']}/{{{','.join(summary['artifacts'])}}}")
-    con.print(f"MLflow: {summary['tracking_uri']}   work folder: {summary['workdir']}   took {summary['seconds']} s")
+        say(f"registered: {reg['name']} version {reg['version']} aliases {reg['aliases']} — {reg['decision']}")
+    say(f"artifacts: {summary['artifact_root']}/{{{','.join(summary['artifacts'])}}}")
+    say(f"MLflow: {summary['tracking_uri']}   work folder: {summary['workdir']}   took {summary['seconds']} s")
+    workdir = Path(summary["workdir"])
+    logs = workdir / "logs" / summary["pipeline_run"]
+    if logs.is_dir():
+        say(f"step logs: {logs}/")
+    say(f"open the runs, the report and the registry in MLflow: mixtune ui --workdir {summary['workdir']}")

@@ -61,7 +61,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def run_batch(cfg: MixtuneConfig, store: Store, batch: Batch, run_fn: RunFn | None, workdir: str | Path,
-              log: Callable[[str], None]) -> dict | None:
+              log: Callable[[str], None], verbose: bool = True) -> dict | None:
     """Claim the batch and run it; the run's record, or None when another watcher holds it."""
     n = _files(len(batch.files))
     name = run_name_for(batch.fingerprint) if run_fn is None else None  # a given run_fn names its own run
@@ -74,7 +74,7 @@ def run_batch(cfg: MixtuneConfig, store: Store, batch: Batch, run_fn: RunFn | No
         release(store, batch)  # nothing started: the batch is free for the next look
         raise
     # The default reuses the S3 server the caller started (embedded_s3=False), under the claim's run name.
-    run = run_fn or (lambda c: run_local(c, workdir, embedded_s3=False, pipeline_run=name))
+    run = run_fn or (lambda c: run_local(c, workdir, embedded_s3=False, pipeline_run=name, verbose=verbose))
     record = {"run_name": name, "fingerprint": batch.fingerprint, "files": [o.name for o in batch.files]}
     try:
         summary = run(run_cfg)
@@ -103,7 +103,7 @@ def run_batch(cfg: MixtuneConfig, store: Store, batch: Batch, run_fn: RunFn | No
 
 def watch(cfg: MixtuneConfig, workdir: str | Path, run_fn: RunFn | None = None, once: bool = False,
           max_runs: int | None = None, sleep: Callable[[float], None] = time.sleep,
-          log: Callable[[str], None] = print) -> list[dict]:
+          log: Callable[[str], None] = print, verbose: bool = True) -> list[dict]:
     """Run the DAG on each new batch until Ctrl-C (or after one look with once, or max_runs runs); the
     runs' records. The local services must be up: the caller holds pipelines.local.local_services, and
     run_fn (default: run_local on the running S3 server) gets the batch's config."""
@@ -121,7 +121,7 @@ def watch(cfg: MixtuneConfig, workdir: str | Path, run_fn: RunFn | None = None, 
                     log(f"mixtune watch: {e}")
                 last_error, batch = str(e), None
             if batch is not None:
-                record = run_batch(cfg, store, batch, run_fn, workdir, log)
+                record = run_batch(cfg, store, batch, run_fn, workdir, log, verbose)
                 if record is not None:
                     records.append(record)
             if once or (max_runs is not None and len(records) >= max_runs):

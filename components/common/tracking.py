@@ -18,6 +18,15 @@ from components.common.storage import join
 PIPELINE_TAG = "mixtune.pipeline_run"
 MODEL_URI_TAG = "mixtune.model_uri"  # on model versions: the s3 prefix of the model files
 ROLE_TAG = "mixtune.role"  # "pipeline" on the parent run, "step" on nested runs
+# MLflow 3's UI opens an untyped experiment in its GenAI layout; this is a model-training project.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# Step runs are named "<n>-<step>" so MLflow's runs table, sorted by name, lists them in pipeline order.
+STEP_ORDER = {"ingest": 1, "templates": 2, "infer": 2, "shards": 3, "train": 4, "evaluate": 5, "register": 6,
+              "deploy": 7}
+
+
+def step_run_name(step: str) -> str:
+    return f"{STEP_ORDER[step]}-{step}" if step in STEP_ORDER else step
 
 
 def connect(cfg: MixtuneConfig) -> None:
@@ -34,12 +43,14 @@ def setup(cfg: MixtuneConfig) -> str:
     client = MlflowClient()
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
     if exp is not None:
+        if exp.tags.get("mlflow.experimentKind") is None:  # made by an older mixtune or by hand
+            client.set_experiment_tag(exp.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
         return exp.experiment_id
     location = cfg.tracking.artifact_location
     if location is None and not cfg.tracking.uri.startswith(("http://", "https://")):
         location = join(f"s3://{cfg.storage.bucket}", cfg.storage.prefix, "mlflow-artifacts")
     try:  # location None: the server's default, which a proxied server serves through itself
-        return client.create_experiment(cfg.tracking.experiment, artifact_location=location)
+        return client.create_experiment(cfg.tracking.experiment, artifact_location=location, tags=EXPERIMENT_KIND)
     except mlflow.exceptions.MlflowException:
         # Created by a concurrent run between our lookup and create.
         return client.get_experiment_by_name(cfg.tracking.experiment).experiment_id
@@ -57,7 +68,9 @@ def parent_run_id(cfg: MixtuneConfig, pipeline_run: str) -> str:
     )
     if found:
         return found[0].info.run_id
-    run = client.create_run(exp_id, run_name=pipeline_run, tags={PIPELINE_TAG: pipeline_run, ROLE_TAG: "pipeline"})
+    run = client.create_run(exp_id, run_name=pipeline_run, tags={
+        PIPELINE_TAG: pipeline_run, ROLE_TAG: "pipeline", "mlflow.source.name": "mixtune pipeline",
+        "mlflow.source.type": "JOB"})
     return run.info.run_id
 
 
@@ -68,9 +81,11 @@ def step_run(cfg: MixtuneConfig, pipeline_run: str, step: str):
     exp_id = setup(cfg)
     with mlflow.start_run(
         experiment_id=exp_id,
-        run_name=step,
+        run_name=step_run_name(step),
         parent_run_id=parent,
-        tags={PIPELINE_TAG: pipeline_run, ROLE_TAG: "step", "mixtune.step": step},
+        # The source MLflow would record is kfp's executor_main.py: say which step ran instead.
+        tags={PIPELINE_TAG: pipeline_run, ROLE_TAG: "step", "mixtune.step": step,
+              "mlflow.source.name": f"components.{step}", "mlflow.source.type": "JOB"},
     ) as run:
         try:
             yield run

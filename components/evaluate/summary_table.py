@@ -48,31 +48,51 @@ def summary_rows(metrics: dict) -> list[tuple[str, ...]]:
     return rows
 
 
+def _narrow_row(row: tuple[str, ...], task: str | None) -> tuple[str, ...]:
+    """A row for a console under ~110 columns: task and metric in one cell (the task only where it
+    changes), an interval under its value, so nothing wraps inside a number or a phrase."""
+    label, metric, base, champ, cand, d_champ, d_base = row
+    name = label.strip()
+    short = name.split("/", 1)[-1]  # a source row sits under its task: its source name is enough
+    shown = ("  " if label.startswith(" ") else "") + (f"{short} " if name != task else "  ") + metric
+    split = lambda cell: cell.replace(" [", "\n[", 1)  # noqa: E731
+    return shown, base, champ, split(cand), split(d_champ), d_base
+
+
 def print_summary_table(metrics: dict, console=None) -> None:
     """The per-task summary as a rich table, deltas coloured like the HTML report, then the gate."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     con = console or Console()
+    narrow = con.width < 110
     sha = (metrics.get("eval_set_sha256") or "")[:12]
     champ = metrics.get("champion_version")
     table = Table(title=f"Evaluation on {metrics.get('n_examples')} examples (eval set {sha}), "
-                        f"champion {'v' + str(champ) if champ is not None else 'none'}")
-    for col in SUMMARY_COLUMNS:
-        text_col = col in ("task", "metric")
-        table.add_column(col, justify="left" if text_col else "right", no_wrap=text_col)
+                        f"champion {'v' + str(champ) if champ is not None else 'none'}",
+                  **({"box": box.SIMPLE_HEAD, "padding": (0, 1, 0, 0), "show_edge": False} if narrow else {}))
+    columns = (("task · metric",) + SUMMARY_COLUMNS[2:]) if narrow else SUMMARY_COLUMNS
+    for col in columns:
+        text_col = col in ("task", "metric", "task · metric")
+        table.add_column(col.replace(" [", "\n[") if narrow else col, justify="left" if text_col else "right",
+                         no_wrap=True)
     styles = {"better": "green", "worse": "red", "": ""}
-    for (_, _, lower, v), row in zip(summary_slices(metrics), summary_rows(metrics)):
+    task = None
+    for (label, _, lower, v), row in zip(summary_slices(metrics), summary_rows(metrics)):
+        if narrow:
+            row, task = _narrow_row(row, task), label.strip()
         cells = [Text(c) for c in row]
-        cells[5].stylize(styles[delta_class(v["delta"].get("champion"), lower)])
-        cells[6].stylize(styles[delta_class(v["delta"].get("base"), lower)])
+        cells[-2].stylize(styles[delta_class(v["delta"].get("champion"), lower)])
+        cells[-1].stylize(styles[delta_class(v["delta"].get("base"), lower)])
         table.add_row(*cells)
     con.print(table)
     gate = metrics.get("gate") or {}
     verdict = "promote" if gate.get("promote") else "keep"
+    # soft_wrap: a long verdict is one line in a log file; a terminal wraps it at its edge, not mid-word.
     con.print(Text(f"gate: {verdict}", style="bold green" if gate.get("promote") else "bold yellow")
-              + Text(f" (vs {gate.get('baseline', '?')}): {gate.get('reason', '')}"))
+              + Text(f" (vs {gate.get('baseline', '?')}): {gate.get('reason', '')}"), soft_wrap=True)
     for c in gate.get("checks", []):
         con.print(Text("  ✓ " if c.get("passed") else "  ✗ ", style="green" if c.get("passed") else "red")
-                  + Text(f"{c.get('name', '')}: {c.get('detail', '')}"))
+                  + Text(f"{c.get('name', '')}: {c.get('detail', '')}"), soft_wrap=True)

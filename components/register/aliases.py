@@ -20,8 +20,9 @@ from components.common.config import MixtuneConfig
 from components.common.gate import decide
 from components.common.registry import CHAMPION, EVAL_URI_TAG, REPLACED_TAG, alias_version
 from components.common.storage import Store, join, require_complete
-from components.common.tracking import MODEL_URI_TAG
+from components.common.tracking import MODEL_URI_TAG, PIPELINE_TAG
 from components.register.core import gate_tags
+from components.register.describe import version_description
 
 
 class AliasError(ValueError):
@@ -79,6 +80,8 @@ def promote(cfg: MixtuneConfig, version: str, force: bool = False, reason: str |
             raise AliasError(f"gate refuses {name} v{mv.version}: {decision.reason}")
         for k, v in gate_tags(decision).items():
             client.set_model_version_tag(name, mv.version, k, v)
+        client.update_model_version(name, mv.version, description=version_description(
+            decision, metrics, mv.tags.get(PIPELINE_TAG, "?")))
         change = AliasChange(name, current, str(mv.version), decision.reason)
     client.set_model_version_tag(name, mv.version, REPLACED_TAG, current or "none")
     client.set_registered_model_alias(name, CHAMPION, str(mv.version))

@@ -23,9 +23,11 @@ from components.common.config import MixtuneConfig
 from components.common.gate import Decision, decide
 from components.common.lineage import REPLAY_FROM_TAG, TEMPLATES_URI_TAG
 from components.common.mlflow_model import PACKAGED_TAG, model_spec, write_mlflow_model
+from components.common.pipeline_run import log_headline
 from components.common.registry import CHALLENGER, CHAMPION, EVAL_URI_TAG, REPLACED_TAG, alias_version, git_commit
 from components.common.storage import Store, join, require_complete
 from components.common.tracking import MODEL_URI_TAG, PIPELINE_TAG, finish_parent, step_run
+from components.register.describe import version_description
 
 REGISTERED_TAG = "mixtune.registered"  # "complete" once every alias this step moves has moved
 
@@ -72,9 +74,8 @@ def dataset_versions(client: MlflowClient, train_run_id: str, metrics: dict) -> 
 
 
 def gate_tags(decision: Decision) -> dict[str, str]:
-    checks = [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in decision.checks]
-    return {"mixtune.gate": "promote" if decision.promote else "keep", "mixtune.gate_reason": decision.reason[:4900],
-            "mixtune.gate_checks": json.dumps(checks)[:4900]}
+    """The verdict as tags to filter on; its checks are in the version's description (register/describe.py)."""
+    return {"mixtune.gate": "promote" if decision.promote else "keep", "mixtune.gate_reason": decision.reason[:4900]}
 
 
 def lineage_tags(store: Store, metrics: dict) -> dict[str, str]:
@@ -90,35 +91,31 @@ def lineage_tags(store: Store, metrics: dict) -> dict[str, str]:
             "mixtune.replay_uri": str(replay.get("uri") or "none")}
 
 
-def version_tags(metrics: dict, pipeline_run: str, train_run_id: str, decision: Decision, register_run: str,
-                 eval_uri: str, versions: str, lineage: dict[str, str]) -> dict:
+def version_tags(metrics: dict, pipeline_run: str, train_run_id: str, decision: Decision, eval_uri: str,
+                 versions: str, lineage: dict[str, str]) -> dict:
     tags = {
         PIPELINE_TAG: pipeline_run,
         "mixtune.train_run_id": train_run_id,
-        "mixtune.register_run_id": register_run,
         "mixtune.git_commit": git_commit(),
         "mixtune.dataset_version": str(metrics.get("dataset_version")),
-        "mixtune.dataset_versions": versions,
+        # Only when it trained on more than this run's version (replay): otherwise it repeats the line above.
+        **({"mixtune.dataset_versions": versions} if versions != str(metrics.get("dataset_version")) else {}),
         "mixtune.eval_set_sha256": str(metrics.get("eval_set_sha256")),
-        "mixtune.n_examples": str(metrics.get("n_examples")),
         EVAL_URI_TAG: eval_uri,
         MODEL_URI_TAG: str(metrics["model_uri"]),
-        "mixtune.compared_to_version": str(metrics.get("champion_version") or "none"),
         "mixtune.primary": f"{metrics['primary_task']}/{metrics['primary_metric']}",
         **lineage,
         **gate_tags(decision),
     }
+    # The primary metric only, to sort and filter versions by; every score and source is in the
+    # description and in evaluate's metrics.json.
     for task, t in metrics["tasks"].items():
         for role, scores in t["scores"].items():
-            for key, value in (scores or {}).items():
-                tags[f"metric.{task}.{role}_{key}"] = f"{value:.6f}"
+            if (scores or {}).get(t["primary"]) is not None:
+                tags[f"metric.{task}.{role}_{t['primary']}"] = f"{scores[t['primary']]:.6f}"
         for other, d in t["delta"].items():
             if d is not None:
                 tags[f"metric.{task}.delta_{other}_{t['primary']}"] = f"{d['mean']:.6f} [{d['low']:.6f}, {d['high']:.6f}]"
-        for src, sl in (t.get("sources") or {}).items():  # per source of a task fed by several
-            for other, d in sl["delta"].items():
-                if d is not None:
-                    tags[f"metric.{task}.{src}.delta_{other}_{t['primary']}"] = f"{d['mean']:.6f}"
     return tags
 
 
@@ -159,6 +156,7 @@ def run_register(
     try:
         with step_run(cfg, pipeline_run, "register") as run:
             result = _register(cfg, store, metrics, model_uri, eval_uri, train_run_id, pipeline_run, run.info.run_id)
+        log_headline(cfg, pipeline_run, metrics, result.promoted, result.version)
         finish_parent(cfg, pipeline_run)  # the last step: on a cluster nothing else ends the pipeline's run
     except MlflowException as e:
         if "API request to" not in str(e):  # not a transport failure: MLflow's own message is clear
@@ -186,17 +184,19 @@ def _register(cfg: MixtuneConfig, store: Store, metrics: dict, model_uri: str, e
         decision = Decision(True, "already champion (retry of this step)")
     else:
         decision = decide(cfg.registry.gate, metrics, previous)
-    tags = version_tags(metrics, pipeline_run, train_run_id, decision, register_run, eval_uri,
+    tags = version_tags(metrics, pipeline_run, train_run_id, decision, eval_uri,
                         dataset_versions(client, train_run_id, metrics), lineage_tags(store, metrics))
     # Before the version exists: every version is an MLflow model (pyfunc.load_model, models serve).
     write_mlflow_model(store, model_uri, model_spec(cfg))
     tags[PACKAGED_TAG] = "pyfunc"
     if retry is None:
-        mv = client.create_model_version(name, source=model_uri, run_id=train_run_id or None, tags=tags)
+        mv = client.create_model_version(name, source=model_uri, run_id=train_run_id or None, tags=tags,
+                                         description=version_description(decision, metrics, pipeline_run))
     else:
         mv = retry
         for k, v in tags.items():
             client.set_model_version_tag(name, mv.version, k, v)
+        client.update_model_version(name, mv.version, description=version_description(decision, metrics, pipeline_run))
     version = str(mv.version)
     client.set_registered_model_alias(name, CHALLENGER, version)
     if decision.promote and alias_version(client, name, CHAMPION) != previous:
@@ -205,6 +205,7 @@ def _register(cfg: MixtuneConfig, store: Store, metrics: dict, model_uri: str, e
         tags.update(gate_tags(decision))
         for k, v in gate_tags(decision).items():
             client.set_model_version_tag(name, version, k, v)
+        client.update_model_version(name, version, description=version_description(decision, metrics, pipeline_run))
     if decision.promote and previous != version:
         client.set_model_version_tag(name, version, REPLACED_TAG, previous or "none")
         client.set_registered_model_alias(name, CHAMPION, version)  # last: all checks are done

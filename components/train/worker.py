@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from components.common.config import MixtuneConfig
 from components.common.hf import local_copy
+from components.common.progress import progress_line
 from components.common.storage import Store
 from components.train import checkpoint, export, flops, loader as loader_lib, model as model_lib, packing
 from components.train.batches import Batches, seq2seq_loss
@@ -207,6 +208,11 @@ def main(argv: list[str] | None = None) -> None:
                 "loss": entry["loss"], "lr": entry["lr"], "window_tokens_per_second": entry["tokens_per_second"],
                 "window_model_tflops_per_device": tflops, **({"window_mfu": entry["mfu"]} if peak else {})})
             pbar.set_postfix(loss=f"{entry['loss']:.3f}", **({"mfu": f"{entry['mfu']:.1%}"} if peak else {}))
+            if rank == 0:
+                done = step - pbar.initial
+                eta = (time.time() - started) / max(done, 1) * (max_steps - step)
+                print(progress_line(step, max_steps, loss=entry["loss"], eta_seconds=eta,
+                                    tokens_per_second=entry["tokens_per_second"]), flush=True)
             state["window"], window_start = [0.0] * 4, time.time()
         terminated = reduce([float(stop["term"])], device, dist.ReduceOp.MAX)[0] > 0
         due = tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < max_steps

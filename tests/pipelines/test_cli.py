@@ -52,3 +52,21 @@ def test_commands_that_read_state_refuse_an_empty_folder(tmp_path, capsys):
         assert main([argv[0], "--workdir", str(empty), *argv[1:]]) == 2, argv
         assert f"no mixtune state in {empty}" in capsys.readouterr().err
     assert not empty.exists()  # nothing was created there
+
+
+def test_a_failed_local_run_names_the_step_its_error_and_its_log(tmp_path):
+    """The quiet console on a real failure: one ✗ line, then the step's error, its last lines and its log."""
+    import subprocess
+    from pathlib import Path
+
+    from tests.pipelines.test_serve_cli import BIN
+
+    (tmp_path / "chats.jsonl").write_text('{"not": "a chat"}\n')
+    done = subprocess.run([str(BIN / "mixtune"), "run", "--local", "--workdir", "st", "--data", "chats.jsonl",
+                           "--set", "tracking.uri=sqlite:///st/mlflow.db"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.strip().startswith("✗ ingest") and "Executing task" not in done.stdout, done.stdout
+    assert "mixtune run failed: step ingest failed: ValueError: no usable rows in ['chats.jsonl']" in done.stderr
+    log = Path(done.stderr.split("its whole log: ")[1].split()[0])
+    assert log.name == "01-ingest.log" and "Traceback" in log.read_text() and "  | " in done.stderr

@@ -12,6 +12,7 @@ from pipelines.embedded import LocalS3
 from pipelines.local import patched_environ, run_local
 from tests.conftest import LENIENT_GATE
 from tests.faults import secret_scan
+from tests.pipelines.test_ui import check_ui
 
 STEP_DIRS = ["ingest", "templates", "shards", "train", "evaluate"]
 DIALOGUES = ["Customer: Hi, I was charged twice for order 4417 this morning.\nAgent: Sorry! I refunded the second charge.",
@@ -71,7 +72,12 @@ def test_two_runs_end_to_end(tmp_path, monkeypatch, capfd):
         "registry": {"gate": LENIENT_GATE},
         "tracking": {"uri": "sqlite:///state/mlflow.db"},
     })
-    first = run_local(cfg, tmp_path / "state")
+    first = run_local(cfg, tmp_path / "state", verbose=False)
+    quiet = capfd.readouterr()  # the console of a quiet run: a line per step, not kfp.local's output
+    shown = [ln for ln in quiet.out.splitlines() if ln.strip()]
+    assert [ln.split()[:2] for ln in shown if ln.startswith(("✓", "✗"))] == [
+        ["✓", s] for s in STEP_DIRS[:3] + ["train", "evaluate", "register"]], quiet.out
+    assert len(shown) < 30 and "Executing task" not in quiet.out and "executor_input" not in quiet.out, quiet.out
     m = first["metrics"]["summarization"]
     assert m["candidate"]["rougeL"] > m["base"]["rougeL"] + 5, m  # fine-tuning learned something
     assert first["registered"]["aliases"] and "champion" in first["registered"]["aliases"]
@@ -101,11 +107,36 @@ def test_two_runs_end_to_end(tmp_path, monkeypatch, capfd):
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     assert sorted(r.data.tags["mixtune.step"] for r in steps) == sorted(STEP_DIRS + ["register"])
     assert all(r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for r in steps)
+    # It reads like a training project: typed experiment, step runs that sort in pipeline order with their
+    # own source, and the headline params and metrics on the parent run, so pipeline runs compare.
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert sorted(r.info.run_name for r in steps) == ["1-ingest", "2-templates", "3-shards", "4-train",
+                                                       "5-evaluate", "6-register"]
+    assert {r.data.tags["mlflow.source.name"] for r in steps} == {f"components.{s}" for s in STEP_DIRS + ["register"]}
+    top = parent[0].data
+    assert top.params["base_model"] == "tiny" and top.params["max_steps"] == "120"
+    assert top.params["dataset_version"] == first["dataset_version"] and top.params["learning_rate"] == "0.003"
+    assert top.metrics["candidate_rougeL"] == pytest.approx(m["candidate"]["rougeL"]) and top.metrics["promoted"] == 1.0
+    assert top.metrics["rows_kept"] == first["rows"][0][2] and top.metrics["train_tokens_per_second"] > 0
+    assert all(top.metrics[f"seconds_{n}"] > 0 for n in ("1-ingest", "4-train", "5-evaluate"))
+    version = client.get_model_version("mixtune-summarizer", first["registered"]["version"])
+    assert version.description.startswith("**champion**: promoted.") and "| gate check | passed |" in version.description
+    # Each step's whole output is in the state folder; the console got one line per step.
+    logs_dir = tmp_path / "state" / "logs" / first["pipeline_run"]
+    assert sorted(p.name for p in logs_dir.iterdir()) == ["01-ingest.log", "02-templates.log", "03-shards.log",
+                                                          "04-train.log", "05-evaluate.log", "06-register.log",
+                                                          "pipeline.log"]
+    assert "MIXTUNE_PROGRESS" in (logs_dir / "04-train.log").read_text()
 
     # Production consumes the champion: `mixtune serve` on the state folder answers with it, and MLflow's
     # own loader (through `mixtune exec`, which starts the state's S3 server) predicts the same summaries.
     served = serve_and_load(cfg, tmp_path, first["registered"]["version"])
     assert served["served"] == served["pyfunc"] and all(served["served"]), served
+
+    # A person opens what the run produced: `mixtune ui` and a real browser (tests/pipelines/test_ui.py).
+    evaluate_run = next(r.info.run_id for r in steps if r.data.tags["mixtune.step"] == "evaluate")
+    check_ui(["--config", "cfg.yaml", "--workdir", "state"], tmp_path, exp.experiment_id, evaluate_run,
+             "mixtune-summarizer", report)
 
     # The same inputs again: the trained model is reused (content-keyed, components/common/reuse.py)
     # and the registry gets nothing new.
@@ -152,7 +183,7 @@ def test_two_runs_end_to_end(tmp_path, monkeypatch, capfd):
     with LocalS3(tmp_path / "state" / "s3") as s3, patched_environ({**s3.env(), "MLFLOW_S3_ENDPOINT_URL": s3.endpoint}):
         # MLflow reads its S3 artifacts with these keys; patched_environ also drops boto3's default
         # session on the way out, which would otherwise keep them for every later test.
-        found = (secret_scan.scan_text(logs.out + logs.err, credentials, "test output")
+        found = (secret_scan.scan_text(quiet.out + quiet.err + logs.out + logs.err, credentials, "test output")
                  + secret_scan.scan_file(compiled, credentials)
                  + [f for d in (tmp_path / "state").iterdir() if d.name != "s3" for f in secret_scan.scan_tree(d, credentials)]
                  + secret_scan.scan_store(Store(cfg.storage.model_copy(update={"endpoint_url": s3.endpoint})),

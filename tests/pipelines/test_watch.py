@@ -159,13 +159,13 @@ def test_the_default_run_is_run_local_on_the_running_s3_server(watched, store, t
     cfg, _ = watched
     seen = {}
 
-    def fake_run_local(run_cfg, workdir, embedded_s3, pipeline_run):
-        seen.update(workdir=workdir, embedded_s3=embedded_s3, pipeline_run=pipeline_run)
+    def fake_run_local(run_cfg, workdir, embedded_s3, pipeline_run, verbose):
+        seen.update(workdir=workdir, embedded_s3=embedded_s3, pipeline_run=pipeline_run, verbose=verbose)
         return {"pipeline_run": pipeline_run, "registered": None}
 
     monkeypatch.setattr(watch_module, "run_local", fake_run_local)
-    [record] = watch(cfg, tmp_path, once=True, log=lambda line: None)
-    assert seen == {"workdir": tmp_path, "embedded_s3": False, "pipeline_run": record["run_name"]}
+    [record] = watch(cfg, tmp_path, once=True, log=lambda line: None, verbose=False)
+    assert seen == {"workdir": tmp_path, "embedded_s3": False, "pipeline_run": record["run_name"], "verbose": False}
     assert record["run_name"].startswith("mixtune-") and record["run_name"].endswith(record["fingerprint"][:8])
     assert store.get_json(record["claim_uri"])["run_name"] == record["run_name"]
 

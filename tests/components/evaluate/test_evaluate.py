@@ -78,7 +78,7 @@ def test_evaluate_scores_base_and_candidate_on_the_same_examples(tiny_config, st
 
     mlflow.set_tracking_uri(tiny_config.tracking.uri)
     run = MlflowClient().get_run(r.mlflow_run_id)
-    assert run.info.run_name == "evaluate" and run.data.tags[PIPELINE_TAG] == "r1"
+    assert run.info.run_name == "5-evaluate" and run.data.tags[PIPELINE_TAG] == "r1"
     assert "mlflow.parentRunId" in run.data.tags
     assert run.data.metrics["summarization/candidate_rougeL"] == pytest.approx(t["scores"]["candidate"]["rougeL"])
     assert run.data.metrics["summarization/base_rouge2"] == pytest.approx(t["scores"]["base"]["rouge2"])

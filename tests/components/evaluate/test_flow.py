@@ -67,4 +67,4 @@ def test_champion_is_scored_on_the_same_set_and_gates_a_worse_model(tiny_config,
     runs = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     steps = sorted((r.data.tags.get("mixtune.pipeline_run"), r.info.run_name) for r in runs
                    if r.data.tags.get("mixtune.role") == "step")
-    assert steps == [("p1", "evaluate"), ("p1", "register"), ("p2", "evaluate"), ("p2", "register")]
+    assert steps == [("p1", "5-evaluate"), ("p1", "6-register"), ("p2", "5-evaluate"), ("p2", "6-register")]

@@ -340,3 +340,17 @@ def test_summary_rows_list_the_faithfulness_rates():
     assert [r[:2] for r in rows[:4]] == [("summarization", "rougeL"), ("summarization", "unsupported ↓"),
                                          ("summarization", "degenerate ↓"), ("summarization", "name_coverage")]
     assert rows[1][2:] == ("40.00", "3.00", "12.50 [10.50, 14.50]", "+9.50 [+8.50, +10.50]", "-27.50")
+
+
+def test_the_summary_table_fits_80_columns_without_breaking_a_number():
+    metrics = sample_metrics()
+    con = Console(record=True, width=80, color_system=None)
+    print_summary_table(metrics, con)
+    text = con.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    for row in summary_rows(metrics):  # every value whole; an interval on the line under its value
+        for cell in row[2:]:
+            for part in cell.split(" ["):
+                assert part.strip("[]") in text, (part, text)
+    assert "summarization rougeL" in text and "review_rating accuracy" in text
+    assert "gate: promote" in text

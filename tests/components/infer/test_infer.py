@@ -135,7 +135,7 @@ def test_infer_summarizes_every_dialogue_with_the_champion(cfg, store, records_u
 
     mlflow.set_tracking_uri(cfg.tracking.uri)
     run = MlflowClient().get_run(r.mlflow_run_id)
-    assert run.info.run_name == "infer" and run.data.tags[PIPELINE_TAG] == "infer-1"
+    assert run.info.run_name == "2-infer" and run.data.tags[PIPELINE_TAG] == "infer-1"
     assert "mlflow.parentRunId" in run.data.tags and run.data.tags["mixtune.model_version"] == version
     assert run.data.params["model_version"] == version and run.data.params["model_requested"] == "champion"
     assert run.data.metrics["summarized"] == N_CHATS and run.data.metrics["skipped_no_dialogue"] == 1

@@ -1,0 +1,49 @@
+"""The model version's description: the gate's verdict, its checks and the primary scores, in Markdown.
+
+MLflow's registry page shows the description above the tags, so a person reading a version sees why it
+is (or is not) the champion without decoding tags. The numbers come from the same metrics.json the gate
+read; the full per-metric scores stay in evaluate's metrics.json and report.html (EVAL_URI_TAG).
+"""
+from __future__ import annotations
+
+from components.common.gate import Decision
+
+MAX_DESCRIPTION = 4900  # MLflow keeps up to 5000 characters
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _score(scores: dict | None, key: str) -> str:
+    return "—" if not scores or scores.get(key) is None else f"{scores[key]:.2f}"
+
+
+def version_description(decision: Decision, metrics: dict, pipeline_run: str) -> str:
+    verdict = "**champion**: promoted" if decision.promote else "**kept as challenger**: not promoted"
+    lines = [f"{verdict}. {_cell(decision.reason)}", "",
+             f"Evaluated in pipeline run `{pipeline_run}` on {metrics.get('n_examples')} examples "
+             f"(eval set `{str(metrics.get('eval_set_sha256') or '')[:12]}`), against "
+             + (f"champion v{metrics['champion_version']}" if metrics.get("champion_version") else "the base model only")
+             + ".", ""]
+    if decision.checks:
+        lines += ["| gate check | passed | detail |", "|---|---|---|"]
+        lines += [f"| {_cell(c.name)} | {'yes' if c.passed else '**no**'} | {_cell(c.detail)} |" for c in decision.checks]
+        lines.append("")
+    lines += ["| task / source | metric | candidate | champion | base | candidate − champion |", "|---|---|---|---|---|---|"]
+    for task, t in metrics.get("tasks", {}).items():
+        key, s = t["primary"], t.get("scores", {})
+        d = (t.get("delta") or {}).get("champion")
+        lines.append(f"| {task} | {key} | {_score(s.get('candidate'), key)} | {_score(s.get('champion'), key)} | "
+                     f"{_score(s.get('base'), key)} | {_delta(d)} |")
+        for src, sl in (t.get("sources") or {}).items():
+            ss = sl.get("scores", {})
+            lines.append(f"| {task} / {src} | {key} | {_score(ss.get('candidate'), key)} | "
+                         f"{_score(ss.get('champion'), key)} | {_score(ss.get('base'), key)} | "
+                         f"{_delta((sl.get('delta') or {}).get('champion'))} |")
+    text = "\n".join(lines)
+    return text if len(text) <= MAX_DESCRIPTION else text[:MAX_DESCRIPTION - 1] + "…"
+
+
+def _delta(d: dict | None) -> str:
+    return "—" if not d else f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
