@@ -71,7 +71,7 @@ def test_shards_manifest_matches_objects(shards_config, store, tmp_path):
         assert info["source_lengths"]["count"] == info["rows"]
         assert sum(info["target_lengths"]["histogram"]) == info["rows"]
     assert store.exists(join(m["tokenizer_uri"], "tokenizer.json"))
-    run = mlflow.search_runs(search_all_experiments=True, filter_string="tags.mlflow.runName = 'shards'",
+    run = mlflow.search_runs(search_all_experiments=True, filter_string="tags.mlflow.runName = '3-shards'",
                              output_format="list")[0]
     assert run.data.metrics["train_rows"] == m["splits"]["train"]["rows"]
     assert run.data.metrics["tokens_per_second"] == m["tokenize"]["tokens_per_second"]
