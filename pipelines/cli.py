@@ -57,14 +57,9 @@ def _yaml_value(text: str):
 
 
 def _run_and_print(args, run, print_fn) -> int:
-    """Run a local pipeline; on failure name the step, its last lines and its log file."""
-    from pipelines.local import StepFailed
-
+    """Run a local pipeline; on failure name the step, its last lines and its log file (StepFailed)."""
     try:
         summary = run()
-    except StepFailed as e:
-        print(f"mixtune {args.command} failed: {e}\nstate is in {args.workdir}/", file=sys.stderr)
-        return 1
     except RuntimeError as e:
         msg = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
         print(f"mixtune {args.command} failed: {msg}\nstate is in {args.workdir}/", file=sys.stderr)
@@ -355,6 +350,10 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mixtune", description="FLAN-style multi-task fine-tuning pipeline")
     sub = p.add_subparsers(dest="command", required=True)
 
+    def with_verbose(sp):
+        sp.add_argument("--verbose", "-v", action="store_true",
+                        help="show every step's whole output (it is always in <workdir>/logs/<run>/)")
+
     def with_config(sp):
         sp.add_argument("--config", help="YAML config (defaults when omitted)")
         sp.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -369,8 +368,7 @@ def parser() -> argparse.ArgumentParser:
                      help="built-in format of --data (other exports: a config source with a `mapping`)")
     run.add_argument("--external-s3", action="store_true", help="use storage.* from the config, start no S3 server")
     run.add_argument("--summary-json", help="also write the summary as JSON here")
-    run.add_argument("--verbose", "-v", action="store_true",
-                     help="show every step's whole output (it is always in <workdir>/logs/<run>/)")
+    with_verbose(run)
     run.set_defaults(func=cmd_run)
 
     comp = with_config(sub.add_parser("compile", help="compile the DAG to KFP v2 YAML"))
@@ -393,8 +391,7 @@ def parser() -> argparse.ArgumentParser:
     wat.add_argument("--external-s3", action="store_true", help="use storage.* from the config, start no S3 server")
     wat.add_argument("--once", action="store_true", help="look once: run if there is a new batch, then exit")
     wat.add_argument("--max-runs", type=int, metavar="N", help="exit after N runs")
-    wat.add_argument("--verbose", "-v", action="store_true",
-                     help="show every step's whole output (it is always in <workdir>/logs/<run>/)")
+    with_verbose(wat)
     wat.set_defaults(func=cmd_watch)
 
     up = with_config(sub.add_parser("upload", help="put files into the state folder's S3, e.g. new chat logs "
@@ -426,8 +423,7 @@ def parser() -> argparse.ArgumentParser:
     inf.add_argument("--format", default="chatlog", choices=list(PRESETS), help="built-in format of --data")
     inf.add_argument("--external-s3", action="store_true", help="use storage.* from the config, start no S3 server")
     inf.add_argument("--summary-json", help="also write the summary as JSON here")
-    inf.add_argument("--verbose", "-v", action="store_true",
-                     help="show every step's whole output (it is always in <workdir>/logs/<run>/)")
+    with_verbose(inf)
     inf.add_argument("--compile", metavar="YAML", help="compile the ingest -> infer pipeline for KFP instead")
     inf.set_defaults(func=cmd_infer)
 
