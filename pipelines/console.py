@@ -98,9 +98,13 @@ class StepConsole:
         if (at := line.rfind(PROGRESS)) >= 0:  # tqdm's '\r' redraws may share its line
             with contextlib.suppress(ValueError):
                 self._progress(json.loads(line[at + len(PROGRESS):]))
-        elif self.last_finished and not self.current and (m := METADATA.search(line)):
-            with contextlib.suppress(ValueError, SyntaxError):
-                self.last_finished["note"] = rows_note(self.last_finished["name"], ast.literal_eval(m.group(1)))
+        elif self.last_finished and not self.current:
+            # The outputs block: every artifact's metadata (an HTML report's is empty), then kfp's rule.
+            if m := METADATA.search(line):
+                with contextlib.suppress(ValueError, SyntaxError):
+                    self.last_finished.setdefault("metrics", {}).update(ast.literal_eval(m.group(1)))
+            elif line.startswith("-" * 20):
+                self.last_finished["note"] = rows_note(self.last_finished["name"], self.last_finished.get("metrics", {}))
                 self._show(self.last_finished)
 
     def _start(self, name: str) -> None:
@@ -144,6 +148,7 @@ class StepConsole:
                 self._live.stop()
             for step in self.steps:
                 if "seconds" in step:
+                    step["note"] = step["note"] or rows_note(step["name"], step.get("metrics", {}))
                     self._show(step)
                 step["file"].close()
             self.all.close()

@@ -18,6 +18,7 @@ def kfp_task(name: str, body: list[str], metadata: dict | None, status: str = "S
     lines.append(f"12:00:01.000 - INFO - Task {GREEN}'{name}'{RESET} finished with status {GREEN}{status}{RESET}")
     if status == "SUCCESS" and metadata is not None:
         lines += [f"12:00:01.001 - INFO - Task {GREEN}'{name}'{RESET} outputs:",
+                  "    report: HTML( name='report',", "                  metadata={} )",
                   "    metrics: Metrics( name='metrics',",
                   f"                      uri='/tmp/x/{name}/metrics',", f"                      metadata={metadata} )"]
     return lines + (["-" * 80] if status == "SUCCESS" else [])  # a failure raises before the separator
