@@ -1,7 +1,8 @@
 """Training throughput and MFU, packed vs padded, on a flan-t5-base-shaped model (random init).
 
     python benchmarks/train_mfu.py [--shape flan-t5-base] [--device auto] [--precision auto]
-                                   [--batch 32] [--rows 0] [--steps 20] [--attn sdpa] [--out result.json]
+                                   [--batch 32] [--rows 0] [--steps 20] [--attn sdpa]
+                                   [--packed-attention segments] [--out result.json]
     python benchmarks/train_mfu.py --save-tokens tokens.npz    # tokenize here, carry the file to a GPU box
     python benchmarks/train_mfu.py --tokens tokens.npz ...     # run without ../shared or a tokenizer
 
@@ -10,15 +11,17 @@ Data: DialogSum + SAMSum dialogues -> summaries, real 32k T5 tokenizer, inputs <
 - padded: --batch examples per step, padded to the longest in the batch (batches.collate and
   batches.seq2seq_loss, the train step's padded path);
 - packed: rows of 512/128 tokens filled online from the same stream (packing.fill_rows, as training
-  packs), --rows rows per step (0 = the padded mode's tokens per step), block-diagonal masks.
+  packs), --rows rows per step (0 = the padded mode's tokens per step), with per-segment attention
+  (components/train/segment_attention.py; --packed-attention dense: row x row block-diagonal masks
+  through the --attn implementation, as before).
 Both start from the same weights; the steps alternate padded/packed, so load hits both alike.
 Precision: bf16 on a GPU (weights, activations and AdamW state in bf16, as DeepSpeed's bf16 mode
 computes; it also keeps fp32 master weights, which costs memory, not matmul time), fp32 on CPU.
 Reported per mode: real (non-pad) tokens/s; model TFLOP/s from components/train/flops.py (each
 example priced alone and unpadded, training = 3 x forward); MFU = model TFLOP/s / the device's dense
 peak (--peak-tflops, else a known GPU's bf16 peak); and the TFLOP/s of what the device actually
-computed (every padded position and, for packed rows, all of a row's attention), which shows where
-the rest goes. Goal (issue 4): MFU >= 40 % on a GPU.
+computed (every padded position and, for packed rows, all of a row's attention: with per-segment
+attention that overstates what the device does), which shows where the rest goes. Goal (issue 4): MFU >= 40 % on a GPU.
 """
 from __future__ import annotations
 
@@ -113,11 +116,11 @@ def computed_moments(batch, packed: bool) -> flops.Moments:
     return flops.Moments.of(torch.full((b,), ids.shape[1]), torch.full((b,), tgt.shape[1]))
 
 
-def step_fn(model, opt, device, packed: bool):
+def step_fn(model, opt, device, packed: bool, attention: str = "segments"):
     def step(batch):
         if packed:
             b = to_device(batch, device)
-            loss = token_loss(packed_forward(model, b), b)
+            loss = token_loss(packed_forward(model, b, attention, targets_only=True), b)
         else:
             loss = seq2seq_loss(model, model, {k: v.to(device) for k, v in batch.items()})  # the train step's loss
         loss.backward()
@@ -149,7 +152,7 @@ def run(args) -> dict:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
         if args.compile:  # the stacks, not the model: packed_forward calls the encoder on its own
             model.encoder, model.decoder = (torch.compile(m, dynamic=True) for m in (model.encoder, model.decoder))
-        models[mode] = (model, step_fn(model, opt, device, mode == "packed"))
+        models[mode] = (model, step_fn(model, opt, device, mode == "packed", args.packed_attention))
     fm = flops.flop_model(models["padded"][0])
     peak = args.peak_tflops or flops.device_peak_tflops(device, precision, None)
     stats = {m: {"seconds": 0.0, "real": 0, "computed": 0, "flops": 0.0, "hw_flops": 0.0} for m in batches}
@@ -175,7 +178,7 @@ def run(args) -> dict:
             s["loss"] = float(loss.detach())
     out = {"shape": args.shape, "params_m": sum(p.numel() for p in models["padded"][0].parameters()) / 1e6,
            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-           "precision": precision, "attn": args.attn, "compile": args.compile, "examples": len(examples),
+           "precision": precision, "attn": args.attn, "packed_attention": args.packed_attention, "compile": args.compile, "examples": len(examples),
            "batch": args.batch, "rows": rows, "steps": args.steps, "warmup": args.warmup, "peak_tflops": peak,
            "max_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
            "modes": {}}
@@ -213,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto", help="auto: bf16 on GPU, fp32 on CPU")
     p.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa", help="Hugging Face attention implementation")
+    p.add_argument("--packed-attention", choices=["segments", "dense"], default="segments",
+                   help="packed rows: per-segment tiles, or dense row x row masks through --attn")
     p.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder stacks "
                    "(dynamic shapes; raise --warmup so compilation stays out of the timed steps)")
     p.add_argument("--examples", type=int, default=8000)

@@ -298,8 +298,10 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(default=0.01, ge=0)
     warmup_steps: int = Field(default=30, ge=0)
     gradient_clipping: float = Field(default=1.0, gt=0)
-    packing: bool = Field(default=False, description="pack several examples per row (block-diagonal attention); "
-                          "micro_batch_size then counts rows of max_source_length/max_target_length tokens")
+    packing: bool = Field(default=True, description="pack several examples per row, each attending only within "
+                          "itself (components/train/segment_attention.py); micro_batch_size then counts rows of "
+                          "max_source_length/max_target_length tokens (decoder-only: their sum), not examples. "
+                          "false: one padded example per row")
     checkpoint_every: int = Field(default=100, ge=0, description="save a resumable checkpoint to S3 every K "
                                   "optimizer steps (0 = only on SIGTERM); a rerun resumes from the latest")
     checkpoint_keep: int = Field(default=2, ge=1, description="complete checkpoints kept; older ones are deleted")
@@ -633,9 +635,6 @@ class MixtuneConfig(_Strict):
     def _lengths(self) -> "MixtuneConfig":
         if self.data.validation_fraction + self.data.test_fraction >= 0.9:
             raise ValueError("data.validation_fraction + data.test_fraction must leave room for training")
-        if self.model.architecture == "causal" and self.train.packing:
-            raise ValueError("train.packing packs encoder-decoder rows; with model.architecture: causal set "
-                             "train.packing: false (decoder-only batches are padded)")
         gate = self.registry.gate
         if gate.primary_task is not None and gate.primary_task not in self.evaluate.tasks:
             raise ValueError(f"registry.gate.primary_task {gate.primary_task!r} is not in evaluate.tasks "

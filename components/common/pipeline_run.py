@@ -28,7 +28,7 @@ def headline_params(cfg: MixtuneConfig, metrics: dict) -> dict[str, str]:
     return {
         "base_model": str(cfg.model.base), "dataset_version": str(metrics.get("dataset_version")),
         "max_steps": str(t.max_steps), "learning_rate": str(t.learning_rate), "micro_batch_size": str(t.micro_batch_size),
-        "num_processes": str(t.num_processes), "zero_stage": str(t.zero_stage),
+        "num_processes": str(t.num_processes), "zero_stage": str(t.zero_stage), "packing": str(t.packing),
         "templates_kinds": ",".join(m.kinds), "mixture_temperature": str(m.mixture.temperature),
         "mixture_cap": str(m.mixture.cap), "replay": str(replay.from_ or replay.examples_uri or "none"),
         "replay_ratio": str(replay.ratio), "primary": f"{metrics.get('primary_task')}/{metrics.get('primary_metric')}",

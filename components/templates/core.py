@@ -76,15 +76,33 @@ def build_examples(cfg: MixtuneConfig, records: dict[str, list[dict]], registry:
     examples, unused = {}, {}
     for split in SPLITS:
         examples[split], unused[split] = expand(records[split], split, ctx)
-    # The report plans for what training will consume: max_steps x global batch.
-    tr = cfg.train
-    budget = tr.max_steps * tr.micro_batch_size * tr.gradient_accumulation_steps * tr.num_processes
-    examples["train"], mixture = mix(examples["train"], t.mixture, replay, default_total=budget,
-                                     old_weights=old_weights)
+    examples["train"], mixture = mix(examples["train"], t.mixture, replay,
+                                     default_total=training_budget(cfg, examples["train"]), old_weights=old_weights)
     unused_report = {"count": sum(len(v) for v in unused.values()),
                      "by_split": {s: len(v) for s, v in unused.items()},
                      "sample": sorted(i for v in unused.values() for i in v)[:20]}
     return examples, mixture, unused_report
+
+
+CHARS_PER_TOKEN = 4  # the same rule of thumb as templates.max_input_chars
+
+
+def training_budget(cfg: MixtuneConfig, train: list[dict]) -> int:
+    """Examples training will consume, which the mixture report plans for: max_steps x global batch.
+    Packed, a batch counts rows, so rows x examples per row, estimated from the examples' lengths
+    (~4 characters per token, each capped at its row budget; rows ~90 % full). Before tokenizing,
+    that is an estimate; the train step logs what it really drew."""
+    tr, m = cfg.train, cfg.model
+    rows = tr.max_steps * tr.micro_batch_size * tr.gradient_accumulation_steps * tr.num_processes
+    if not tr.packing or not train:
+        return rows
+    src = sum(min(len(e["inputs"]) / CHARS_PER_TOKEN + 1, m.max_source_length) for e in train) / len(train)
+    tgt = sum(min(len(e["targets"]) / CHARS_PER_TOKEN + 1, m.max_target_length) for e in train) / len(train)
+    if m.architecture == "causal":  # one budget: prompt + target in one sequence
+        per_row = (m.max_source_length + m.max_target_length) / (src + tgt)
+    else:
+        per_row = min(m.max_source_length / src, m.max_target_length / tgt)
+    return round(rows * max(1.0, 0.9 * per_row))
 
 
 def run_templates(cfg: MixtuneConfig, records_uri: str, artifact_root: str, pipeline_run: str) -> TemplatesResult:

@@ -1,6 +1,5 @@
-"""A rank's micro-batches: padded seq2seq, padded decoder-only, or packed seq2seq rows, drawn from the
-loader, with a state that a checkpoint carries (the loader's counters and any examples drawn but not
-yet packed)."""
+"""A rank's micro-batches: padded or packed rows, seq2seq or decoder-only, drawn from the loader, with
+a state that a checkpoint carries (the loader's counters and any examples drawn but not yet packed)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -8,7 +7,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from components.train import flops, packing
+from components.train import causal_packing, flops, packing
+from components.train.causal_packing import causal_sequence
 
 if TYPE_CHECKING:  # annotations only: the collators and loss run where pydantic and boto3 are absent
     from components.common.config import MixtuneConfig
@@ -31,23 +31,14 @@ def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, t
 
 def collate_causal(rows: list[tuple[list[int], list[int]]], pad_id: int, eos_id: int,
                    bos_id: int | None = None) -> dict[str, torch.Tensor]:
-    """Decoder-only rows: prompt then target in one sequence, the loss on the target only.
-
-    The target ends with </s> so the model learns to stop (a decoder tokenizer may not append it), and
-    loses a leading BOS (some add one to every text). The model shifts labels itself.
-    """
-    seqs, labels = [], []
-    for src, tgt in rows:
-        tgt = list(tgt[1:] if bos_id is not None and tgt[:1] == [bos_id] else tgt)
-        if not tgt or tgt[-1] != eos_id:
-            tgt.append(eos_id)
-        seqs.append(list(src) + tgt)
-        labels.append([-100] * len(src) + tgt)
-    length = max(len(s) for s in seqs)
+    """Decoder-only rows: prompt then target in one sequence (causal_packing.causal_sequence), the loss
+    on the target only, padded to the longest row. The model shifts labels itself."""
+    pairs = [causal_sequence(src, tgt, eos_id, bos_id) for src, tgt in rows]
+    length = max(len(s) for s, _ in pairs)
     batch = {"input_ids": torch.full((len(rows), length), pad_id, dtype=torch.long),
              "attention_mask": torch.zeros((len(rows), length), dtype=torch.long),
              "labels": torch.full((len(rows), length), -100, dtype=torch.long)}
-    for i, (seq, lab) in enumerate(zip(seqs, labels)):
+    for i, (seq, lab) in enumerate(pairs):
         batch["input_ids"][i, : len(seq)] = torch.tensor(seq)
         batch["attention_mask"][i, : len(seq)] = 1
         batch["labels"][i, : len(lab)] = torch.tensor(lab)
@@ -57,11 +48,14 @@ def collate_causal(rows: list[tuple[list[int], list[int]]], pad_id: int, eos_id:
 def seq2seq_loss(model, base, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean cross-entropy over the real target tokens, in fp32 as packing.token_loss takes it: under
     DeepSpeed bf16 a Hugging Face seq2seq model's own loss would be taken on bf16 logits.
-    model: what runs the forward (the DeepSpeed engine); base: the transformers model inside it."""
+    model: what runs the forward (the DeepSpeed engine); base: the transformers model inside it.
+    The LM head runs on the real target tokens only (packing.logits_at), not on the padding."""
     labels = batch["labels"]
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                decoder_input_ids=base.prepare_decoder_input_ids_from_labels(labels=labels))
-    return F.cross_entropy(out.logits.float().transpose(1, 2), labels, ignore_index=-100)
+    real = labels != -100
+    with packing.logits_at(base, real):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    decoder_input_ids=base.prepare_decoder_input_ids_from_labels(labels=labels))
+    return F.cross_entropy(out.logits.float(), labels[real])
 
 
 class Batches:
@@ -78,6 +72,12 @@ class Batches:
         lengths (real tokens = src + tgt, and what model FLOPs need) are read on the host, before the
         copy: reading them from GPU tensors would stall the host on the GPU every micro-batch."""
         m = self.cfg.model
+        if self.cfg.train.packing and self.causal:  # one budget: prompt + target, as padded rows allow
+            rows, self.pending = packing.fill_rows(self.loader.next, self.pending, self.micro,
+                                                   m.max_source_length + m.max_target_length, 0,
+                                                   size=causal_packing.causal_length(self.eos, self.bos))
+            cb = causal_packing.pack_causal_examples(rows, self.pad, self.eos, self.bos)
+            return causal_packing.to_device(cb, device), flops.batch_moments(cb, packed=True, causal=True), True
         if self.cfg.train.packing:
             rows, self.pending = packing.fill_rows(self.loader.next, self.pending, self.micro,
                                                    m.max_source_length, m.max_target_length)

@@ -264,9 +264,6 @@ def run_train(cfg: MixtuneConfig, shards_uri: str, artifact_root: str, pipeline_
             return _reused(hit, run.info.run_id)
         tokenizer_dir = store.download_dir(manifest["tokenizer_uri"], work / "tokenizer")
         base_path, base_uri, architecture = prepare_base(cfg, manifest, store, tokenizer_dir, work, out)
-        if architecture == "causal" and cfg.train.packing:
-            raise ValueError(f"base model {cfg.model.base} is decoder-only and train.packing packs encoder-decoder "
-                             "rows: set train.packing: false")
         store.put_json(join(out, "deepspeed_config.json"), ds_config)
         _log_inputs(cfg, manifest, shards_uri, device, ds_config)
         mlflow.log_param("architecture", architecture)

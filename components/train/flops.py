@@ -119,7 +119,12 @@ def flop_model(model: torch.nn.Module) -> FlopModel:
 
 
 def batch_moments(inputs, packed: bool, causal: bool) -> Moments:
-    """The Moments of a micro-batch as `Batches.next` builds it (padded dict or PackedBatch)."""
+    """The Moments of a micro-batch as `Batches.next` builds it (padded dict, PackedBatch or
+    CausalPackedBatch)."""
+    if causal and packed:  # each packed sequence priced as a target of its own length
+        width = int(inputs.segments.max()) + 1
+        n = _segment_lengths(inputs.segments, width)
+        return Moments.of(torch.zeros_like(n), n)
     if causal:  # prompt + answer in one sequence, priced as a target
         n = inputs["attention_mask"].sum(1)
         return Moments.of(torch.zeros_like(n), n)

@@ -26,7 +26,8 @@ from components.common.config import MixtuneConfig
 from components.common.hf import local_copy
 from components.common.progress import progress_line
 from components.common.storage import Store
-from components.train import checkpoint, export, flops, loader as loader_lib, model as model_lib, packing
+from components.train import causal_packing, checkpoint, export, flops, packing
+from components.train import loader as loader_lib, model as model_lib
 from components.train.batches import Batches, seq2seq_loss
 
 SIGTERM_EXIT = 143  # 128 + SIGTERM: the conventional "terminated" status
@@ -176,8 +177,10 @@ def main(argv: list[str] | None = None) -> None:
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     while step < max_steps:
         inputs, lengths, packed = batches.next(device)
-        if packed:
-            loss = packing.token_loss(packing.packed_forward(engine, inputs), inputs)
+        if packed and causal:
+            loss = causal_packing.causal_token_loss(causal_packing.causal_forward(engine, inputs, True), inputs)
+        elif packed:
+            loss = packing.token_loss(packing.packed_forward(engine, inputs, targets_only=True), inputs)
         else:  # a causal LM's own loss is already taken in fp32
             loss = engine(**inputs).loss if causal else seq2seq_loss(engine, base, inputs)
         engine.backward(loss)

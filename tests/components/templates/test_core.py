@@ -111,11 +111,28 @@ def test_registry_from_config_local_or_s3_and_task_filter(tiny_config, store, tm
     with pytest.raises(RegistryError, match=r"templates.tasks: unknown tasks \['summarisation'\]"):
         registry_for(with_templates(tiny_config, tasks=["summarisation"]), store)
     records_uri = write_records(store, join(store.root, "records"), {t: 10 for t in TASKS}, records)
-    res = run_templates(with_templates(tiny_config, tasks=["ner", "review_rating"]), records_uri,
+    padded = tiny_config.model_copy(update={"train": tiny_config.train.model_copy(update={"packing": False})})
+    res = run_templates(with_templates(padded, tasks=["ner", "review_rating"]), records_uri,
                         join(store.root, "runs", "f"), "f")
-    # By default the plan is the training budget: max_steps x micro batch x accumulation x processes.
+    # By default the plan is the training budget: max_steps x micro batch x accumulation x processes
+    # examples when padded (packed: test_packed_budget_counts_examples_per_row).
     t = tiny_config.train
     budget = t.max_steps * t.micro_batch_size * t.gradient_accumulation_steps * t.num_processes
     assert set(res.tasks) == {"ner", "review_rating"}
     assert res.split_rows["train"] == sum(v["available"] for v in res.tasks.values())
     assert {k: v["count"] for k, v in res.tasks.items()} == {"ner": budget // 2, "review_rating": budget // 2}
+
+
+def test_packed_budget_counts_examples_per_row(tiny_config):
+    from components.templates.core import training_budget
+
+    t, m = tiny_config.train, tiny_config.model  # rows of 192/64 tokens
+    rows = t.max_steps * t.micro_batch_size * t.gradient_accumulation_steps * t.num_processes
+    short = [{"inputs": "x" * 4 * 47, "targets": "y" * 4 * 7}] * 5  # 48/8 tokens: 4 per row by the source
+    assert training_budget(tiny_config, short) == round(rows * 0.9 * 4)
+    whole = [{"inputs": "x" * 4000, "targets": "y" * 900}]  # longer than a row: one per row, never fewer
+    assert training_budget(tiny_config, whole) == rows
+    padded = tiny_config.model_copy(update={"train": t.model_copy(update={"packing": False})})
+    assert training_budget(padded, short) == rows
+    causal = tiny_config.model_copy(update={"model": m.model_copy(update={"architecture": "causal"})})
+    assert training_budget(causal, short) == round(rows * 0.9 * 256 / 56)  # one budget of 192 + 64

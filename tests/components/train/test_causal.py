@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from components.common.config import LoraConfig, TinyModelConfig, parse_config
+from components.common.config import LoraConfig, TinyModelConfig
 from components.common.hf import load_model, load_tokenizer
 from components.common.storage import join
 from components.common.generation import GenerationSettings, generate
@@ -59,16 +59,13 @@ def test_lora_defaults_to_the_decoders_attention_projections():
     assert sorted(seq2seq.peft_config["default"].target_modules) == ["k", "o", "q", "v"]
 
 
-def test_packing_is_refused_for_a_decoder():
-    with pytest.raises(ValueError, match="train.packing: false"):
-        parse_config({"model": {"architecture": "causal"}, "train": {"packing": True}})
-
-
-def test_causal_train_step_and_generation(tiny_config, store, shards_uri):
+@pytest.mark.parametrize("packing", [False, True])
+def test_causal_train_step_and_generation(tiny_config, store, shards_uri, packing):
     cfg = tiny_config.model_copy(update={
         "model": tiny_config.model.model_copy(update={"architecture": "causal"}),
-        "train": tiny_config.train.model_copy(update={"max_steps": 24, "log_every": 4, "learning_rate": 3e-3})})
-    result = run_train(cfg, shards_uri, join(store.root, "runs", "c1"), "p1")
+        "train": tiny_config.train.model_copy(update={"max_steps": 24, "log_every": 4, "learning_rate": 3e-3,
+                                                      "packing": packing})})
+    result = run_train(cfg, shards_uri, join(store.root, "runs", f"c{int(packing)}"), f"p{int(packing)}")
     assert result.final_loss < result.first_loss, (result.first_loss, result.final_loss)
     model, tokenizer = load_model(result.model_uri, store), load_tokenizer(result.model_uri, store)
     assert model.config.model_type == "llama"

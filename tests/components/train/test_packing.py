@@ -57,7 +57,8 @@ def test_masks_keep_examples_apart():
     assert cross[:2, :3].all() and not cross[:2, 3:].any() and cross[2:, 3:].all() and not cross[2:, :3].any()
 
 
-def test_packed_step_runs_wholly_on_the_models_device():
+@pytest.mark.parametrize("attention", ["segments", "dense"])
+def test_packed_step_runs_wholly_on_the_models_device(attention):
     """On a GPU the masks must be made there: a CPU helper tensor would fail (or copy B x S x S per step).
     The meta device stands in for CUDA, which CI lacks: mixing it with a CPU tensor fails the same way."""
     batch = to_device(pack(_examples(4), [[0, 1], [2, 3]], PAD, PAD), "meta")
@@ -65,28 +66,30 @@ def test_packed_step_runs_wholly_on_the_models_device():
         assert mask.device.type == "meta" and mask.dtype == torch.bfloat16
     tiny = TinyModelConfig(d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=1, num_decoder_layers=1)
     model = build_tiny(tiny, VOCAB, PAD, EOS, seed=0).to("meta")
-    loss = token_loss(packed_forward(model, batch), batch)
+    loss = token_loss(packed_forward(model, batch, attention), batch)
     loss.backward()
     assert loss.device.type == "meta" and model.lm_head.weight.grad.device.type == "meta"
 
 
-def test_packed_loss_equals_unpacked_loss_per_example(model):
+@pytest.mark.parametrize("attention", ["segments", "dense"])
+def test_packed_loss_equals_unpacked_loss_per_example(model, attention):
     torch.manual_seed(0)
     ex = _examples(24, seed=2)
     rows = plan_rows([(len(s), len(t)) for s, t in ex], 128, 48)
     assert max(len(r) for r in rows) >= 3
     batch = pack(ex, rows, PAD, model.config.decoder_start_token_id)
     with torch.no_grad():
-        packed = per_example_loss(packed_forward(model, batch), batch, len(ex))
+        packed = per_example_loss(packed_forward(model, batch, attention), batch, len(ex))
         alone = torch.stack([_alone(model, s, t) for s, t in ex])
     assert torch.allclose(packed, alone, atol=1e-5, rtol=0), (packed - alone).abs().max()
 
 
-def test_packed_gradients_equal_unpacked_gradients(model):
+@pytest.mark.parametrize("attention", ["segments", "dense"])
+def test_packed_gradients_equal_unpacked_gradients(model, attention):
     ex = _examples(6, seed=4)
     batch = pack(ex, plan_rows([(len(s), len(t)) for s, t in ex], 256, 96), PAD, model.config.decoder_start_token_id)
     model.zero_grad()
-    per_example_loss(packed_forward(model, batch), batch, len(ex)).sum().backward()
+    per_example_loss(packed_forward(model, batch, attention), batch, len(ex)).sum().backward()
     packed = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
     sum(_alone(model, s, t) for s, t in ex).backward()
@@ -121,3 +124,23 @@ def test_fill_rows_streams_examples_into_rows_and_carries_the_rest():
         len(e.labels) for row in rows for e in row)
     with pytest.raises(ValueError, match=r"example \('s', 1\) has 70/2 tokens"):
         fill_rows(lambda: Ex(("s", 1), [1] * 70, [1, 1]), [], 4, 64, 16)
+
+
+def test_logits_at_the_targets_only_give_the_same_loss_and_gradients(model):
+    ex = _examples(10, seed=6)
+    batch = pack(ex, plan_rows([(len(s), len(t)) for s, t in ex], 128, 48), PAD, model.config.decoder_start_token_id)
+    losses, grads = [], []
+    for targets_only in (False, True):
+        model.zero_grad()
+        logits = packed_forward(model, batch, targets_only=targets_only)
+        assert logits.dim() == (2 if targets_only else 3)
+        loss = token_loss(logits, batch)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+    assert logits.shape[0] == int((batch.labels != -100).sum())
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], atol=1e-6), n
+    assert not model.lm_head._forward_pre_hooks  # the hook is gone after the forward
+    model.zero_grad()
