@@ -91,9 +91,12 @@ def causal_forward(model, batch: CausalPackedBatch, targets_only: bool = False, 
     if targets_only:
         at = torch.zeros_like(batch.labels, dtype=torch.bool)
         at[:, :-1] = _shifted_labels(batch) != -100
-    with logits_at(model, at):
-        extra = {} if segments is None else {"packed_segments": segments}
-        return model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False, **extra).logits
+    extra = {} if segments is None else {"packed_segments": segments}
+    try:
+        with logits_at(model, at):
+            return model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False, **extra).logits
+    finally:
+        segment_attention.release(batch.layouts)
 
 
 def _shifted_labels(batch: CausalPackedBatch) -> torch.Tensor:

@@ -144,9 +144,13 @@ def packed_forward(model, batch: PackedBatch, attention: str = "segments", targe
     with logits_at(model, batch.labels != -100 if targets_only else None):
         if attention == "segments":
             segment_attention.install(model)
-            hidden = model.get_encoder()(input_ids=batch.input_ids, packed_segments=batch.layouts).last_hidden_state
-            return model(encoder_outputs=(hidden,), decoder_input_ids=batch.decoder_input_ids, use_cache=False,
-                         packed_segments=batch.layouts).logits
+            try:
+                hidden = model.get_encoder()(input_ids=batch.input_ids,
+                                             packed_segments=batch.layouts).last_hidden_state
+                return model(encoder_outputs=(hidden,), decoder_input_ids=batch.decoder_input_ids, use_cache=False,
+                             packed_segments=batch.layouts).logits
+            finally:
+                segment_attention.release(batch.layouts)
         dtype = next(model.parameters()).dtype
         enc_mask, dec_mask, cross_mask = attention_masks(batch, dtype)
         hidden = model.get_encoder()(input_ids=batch.input_ids, attention_mask=enc_mask).last_hidden_state

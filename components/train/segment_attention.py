@@ -105,8 +105,8 @@ def row_segments(lengths: list[list[int]]) -> list[tuple[int, int, int]]:
 
 def _mask(layout: Layout, tile_no: int, tile: Tile, bias: torch.Tensor | None, dtype) -> torch.Tensor | None:
     """The tile's additive mask: the bias slice if any, with causality or key padding; None where
-    SDPA's own causal kernel does. It is the same for every
-    layer of a stack (T5 computes its bias once and shares it), so it is made once per forward."""
+    SDPA's own causal kernel does. It is the same for every layer of a stack (T5 computes its bias
+    once and shares it), so it is made once per forward (and dropped after it: release())."""
     hit = layout.cache.get((tile_no, dtype))
     if hit is not None and hit[0] is bias:
         return hit[1]
@@ -164,6 +164,13 @@ def segment_attention(module, query, key, value, attention_mask, scaling=None, d
     out = torch.cat(outs).index_select(0, layout.keep_all)
     out = out.new_zeros(B * Q, H, out.shape[-1]).index_copy(0, layout.dest, out)
     return out.view(B, Q, H, -1), None
+
+
+def release(layouts: dict) -> None:
+    """Drop the masks cached during a forward: autograd keeps what backward needs, and the batch's
+    layouts would otherwise hold them until the next batch is built."""
+    for layout in layouts.values():
+        layout.cache.clear()
 
 
 def install(model) -> None:

@@ -61,3 +61,14 @@ def test_tile_lengths_never_exceed_the_row(length):
     (tile,) = layout.tiles
     assert tile.q_index.shape[1] <= length and tile.key_ok is None
     assert tile.q_dest.tolist() == list(range(length))
+
+
+def test_masks_cached_for_a_forward_are_dropped_after_it():
+    from components.train.packing import packed_forward, token_loss
+
+    model = build_tiny(TINY, 50, 0, 1, seed=0)
+    batch = pack([([5] * 40 + [1], [7] * 9 + [1]), ([8] * 10 + [1], [9] * 3 + [1])], [[0, 1]], 0, 0)
+    loss = token_loss(packed_forward(model, batch, targets_only=True), batch)
+    assert all(not layout.cache for layout in batch.layouts.values())
+    loss.backward()  # what backward needs is held by autograd, not by the cache
+    assert model.shared.weight.grad is not None
