@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
         state, resumed_at = restored["mixtune"], engine.global_steps
         state["window"] += [0.0] * (4 - len(state["window"]))  # a checkpoint from before FLOPs were counted
         state.setdefault("flops_total", 0.0)
-        batches.load_state_dict(restored["batches"])
+        by_rank = restored.get("batches_by_rank")  # a checkpoint from before: rank 0's state for every rank
+        batches.load_state_dict(by_rank[rank] if by_rank else restored["batches"])
     client = None
     if rank == 0:
         from mlflow.tracking import MlflowClient
@@ -223,7 +224,11 @@ def main(argv: list[str] | None = None) -> None:
             state["window"][0] += loss_sum.item()
             loss_sum = torch.zeros_like(loss_sum)
             state["train_seconds"] = seconds_before + time.time() - started
-            uri = checkpoint.save(engine, store, ckpt_root, step, {"mixtune": state, "batches": batches.state_dict()},
+            # DeepSpeed keeps rank 0's client state only; packed ranks draw different numbers of
+            # examples and hold different pending ones, so every rank's batch state goes in it.
+            by_rank = [None] * world
+            dist.all_gather_object(by_rank, batches.state_dict())
+            uri = checkpoint.save(engine, store, ckpt_root, step, {"mixtune": state, "batches_by_rank": by_rank},
                                   ckpt_dir, tc.checkpoint_keep, local_rank, frozen=not tc.lora.enabled)
             if rank == 0:
                 print(f"checkpoint step {step}: {uri}", flush=True)
