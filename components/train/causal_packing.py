@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from components.train import segment_attention
-from components.train.packing import logits_at
+from components.train.packing import logits_at, row_index
 
 
 @dataclass
@@ -66,11 +66,7 @@ def pack_causal_examples(rows: list[list], pad_id: int, eos_id: int, bos_id: int
                          ) -> CausalPackedBatch:
     """pack_causal() for rows of example objects (.input_ids, .labels), as fill_rows returns them."""
     flat = [causal_sequence(ex.input_ids, ex.labels, eos_id, bos_id) for row in rows for ex in row]
-    index, k = [], 0
-    for row in rows:
-        index.append(list(range(k, k + len(row))))
-        k += len(row)
-    return pack_causal(flat, index, pad_id)
+    return pack_causal(flat, row_index(rows), pad_id)
 
 
 def causal_length(eos_id: int, bos_id: int | None = None):

@@ -220,11 +220,16 @@ def fill_rows(draw, pending: list, n_rows: int, max_source: int, max_target: int
     return rows, waiting + queue
 
 
-def pack_examples(rows: list[list], pad_id: int, decoder_start_id: int) -> PackedBatch:
-    """pack() for rows of example objects (.input_ids, .labels), as fill_rows returns them."""
-    flat = [ex for row in rows for ex in row]
+def row_index(rows: list[list]) -> list[list[int]]:
+    """Rows of objects -> rows of indexes into the flattened list of those objects."""
     index, k = [], 0
     for row in rows:
         index.append(list(range(k, k + len(row))))
         k += len(row)
-    return pack([(ex.input_ids, ex.labels) for ex in flat], index, pad_id, decoder_start_id)
+    return index
+
+
+def pack_examples(rows: list[list], pad_id: int, decoder_start_id: int) -> PackedBatch:
+    """pack() for rows of example objects (.input_ids, .labels), as fill_rows returns them."""
+    flat = [(ex.input_ids, ex.labels) for row in rows for ex in row]
+    return pack(flat, row_index(rows), pad_id, decoder_start_id)
