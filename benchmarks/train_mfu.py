@@ -20,8 +20,8 @@ computes; it also keeps fp32 master weights, which costs memory, not matmul time
 Reported per mode: real (non-pad) tokens/s; model TFLOP/s from components/train/flops.py (each
 example priced alone and unpadded, training = 3 x forward); MFU = model TFLOP/s / the device's dense
 peak (--peak-tflops, else a known GPU's bf16 peak); and the TFLOP/s of what the device actually
-computed (every padded position and, for packed rows, all of a row's attention: with per-segment
-attention that overstates what the device does), which shows where the rest goes. Goal (issue 4): MFU >= 40 % on a GPU.
+computed (every padded position; for packed rows, all of a row's attention with dense masks, or each
+example's tile with per-segment attention), which shows where the rest goes. Goal (issue 4): MFU >= 40 % on a GPU.
 """
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ import torch  # noqa: E402
 from components.train import flops  # noqa: E402
 from components.train.batches import collate, seq2seq_loss  # noqa: E402
 from components.train.packing import fill_rows, pack_examples, packed_forward, to_device, token_loss  # noqa: E402
+from components.train.segment_attention import TILE  # noqa: E402
 
 MAX_SRC, MAX_TGT, PAD = 512, 128, 0
 # google/flan-t5-* shapes (config.json of each): T5 v1.1 with gated GELU, untied head, 32128 ids
@@ -108,12 +109,20 @@ def make_batches(examples, batch: int, rows: int, steps: int):
     return padded, packed
 
 
-def computed_moments(batch, packed: bool) -> flops.Moments:
-    """What the device computes: every row at its padded length, a packed row's attention whole."""
+def computed_moments(batch, packed: bool, attention: str = "segments") -> flops.Moments:
+    """What the device computes: the dense layers on every row position, padding included; attention on a
+    padded row whole, on a packed row whole with dense masks, and per tile with per-segment attention (each
+    example's lengths rounded up to the tile size, segment_attention.build_layout's shapes)."""
     ids = batch.input_ids if packed else batch["input_ids"]
     tgt = batch.labels if packed else batch["labels"]
-    b = ids.shape[0]
-    return flops.Moments.of(torch.full((b,), ids.shape[1]), torch.full((b,), tgt.shape[1]))
+    b, src_len, tgt_len = ids.shape[0], ids.shape[1], tgt.shape[1]
+    rows = flops.Moments.of(torch.full((b,), src_len), torch.full((b,), tgt_len))
+    if not packed or attention == "dense":
+        return rows
+    src, tgt = (torch.clamp(-(-n // TILE) * TILE, max=cap).double()
+                for n, cap in zip(flops.example_lengths(batch), (src_len, tgt_len)))
+    return flops.Moments(rows.src, rows.tgt, float((src * src).sum()), float((tgt * tgt).sum()),
+                         float((src * tgt).sum()))
 
 
 def step_fn(model, opt, device, packed: bool, attention: str = "segments"):
@@ -171,7 +180,7 @@ def run(args) -> dict:
             s["seconds"] += time.perf_counter() - start
             m = flops.batch_moments(b, packed, causal=False)
             s["real"] += int(m.src + m.tgt)
-            computed = computed_moments(b, packed)
+            computed = computed_moments(b, packed, args.packed_attention)
             s["computed"] += int(computed.src + computed.tgt)
             s["flops"] += fm.train(m)
             s["hw_flops"] += fm.train(computed)

@@ -130,8 +130,13 @@ def batch_moments(inputs, packed: bool, causal: bool) -> Moments:
         return Moments.of(torch.zeros_like(n), n)
     if not packed:
         return Moments.of(inputs["attention_mask"].sum(1), (inputs["labels"] != -100).sum(1))
-    width = int(max(inputs.enc_segments.max(), inputs.dec_segments.max())) + 1
-    return Moments.of(_segment_lengths(inputs.enc_segments, width), _segment_lengths(inputs.dec_segments, width))
+    return Moments.of(*example_lengths(inputs))
+
+
+def example_lengths(packed) -> tuple[torch.Tensor, torch.Tensor]:
+    """(source, target) lengths of every example slot of a seq2seq PackedBatch, aligned; unused slots 0."""
+    width = int(max(packed.enc_segments.max(), packed.dec_segments.max())) + 1
+    return _segment_lengths(packed.enc_segments, width), _segment_lengths(packed.dec_segments, width)
 
 
 def _segment_lengths(segments: torch.Tensor, width: int) -> torch.Tensor:

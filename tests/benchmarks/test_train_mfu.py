@@ -73,3 +73,23 @@ def test_imports_only_what_a_bare_gpu_box_has():
             "print(sorted({'pydantic', 'boto3', 'mlflow', 'deepspeed', 'kfp'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=PATH.parents[1], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_computed_attention_is_each_example_tile_with_per_segment_attention():
+    """Dense masks compute a packed row's attention whole; per-segment attention only each example's tile
+    (its lengths rounded up to segment_attention.TILE), and the dense layers see every position either way."""
+    from types import SimpleNamespace
+
+    ex = lambda s, t: SimpleNamespace(input_ids=[5] * s, labels=[6] * t)  # noqa: E731
+    batch = bench.pack_examples([[ex(40, 10), ex(20, 5)], [ex(100, 33)]], 0, 0)
+    src_len, tgt_len = batch.input_ids.shape[1], batch.labels.shape[1]
+    dense = bench.computed_moments(batch, True, "dense")
+    tiles = bench.computed_moments(batch, True, "segments")
+    assert (dense.src, dense.tgt) == (tiles.src, tiles.tgt) == (2 * src_len, 2 * tgt_len)
+    assert dense.src_sq == 2 * src_len ** 2
+    rounded_src = [min(64, src_len), min(32, src_len), min(128, src_len)]
+    rounded_tgt = [min(32, tgt_len), min(32, tgt_len), min(64, tgt_len)]
+    assert tiles.src_sq == sum(n * n for n in rounded_src)
+    assert tiles.tgt_sq == sum(n * n for n in rounded_tgt)
+    assert tiles.src_tgt == sum(s * t for s, t in zip(rounded_src, rounded_tgt))
+    assert tiles.src_sq < dense.src_sq
