@@ -15,8 +15,10 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _score(scores: dict | None, key: str) -> str:
-    return "—" if not scores or scores.get(key) is None else f"{scores[key]:.2f}"
+def _score(scores: dict | float | None, key: str) -> str:
+    """A task's scores are {metric: value} per model; a source slice's are the primary metric's value."""
+    value = scores.get(key) if isinstance(scores, dict) else scores
+    return "—" if value is None else f"{value:.2f}"
 
 
 def version_description(decision: Decision, metrics: dict, pipeline_run: str) -> str:
