@@ -10,12 +10,17 @@ The pieces and scores are then loaded into a fast `tokenizers` Unigram with the 
 from __future__ import annotations
 
 import io
+import string
 from collections.abc import Iterable, Iterator
 
 from components.common.config import MixtuneConfig
 
 SPECIALS = ["<pad>", "</s>", "<unk>"]
 MAX_LINE_BYTES = 1 << 16  # SentencePiece skips longer sentences; lines of chats are far shorter
+# Every printable ASCII character is a piece, seen in the first round's text or not: a model trained on
+# chats without a "q", "$" or "/" could otherwise never read or write one in a later round's logs, which
+# keep the champion's tokenizer (they came out as <unk>: "reuiring", an amount without its "$").
+REQUIRED_CHARS = string.ascii_letters + string.digits + string.punctuation
 
 
 def _lines(texts: Iterable[str] | Iterable[list[str]]) -> Iterator[str]:
@@ -38,7 +43,7 @@ def train_unigram(texts: Iterable[str] | Iterable[list[str]], vocab_size: int):
         sentence_iterator=_lines(texts), model_writer=proto, model_type="unigram", vocab_size=vocab_size,
         hard_vocab_limit=False,  # a small corpus gets a smaller vocabulary, as with the HF trainer
         pad_id=0, eos_id=1, unk_id=2, bos_id=-1, split_digits=True, normalization_rule_name="identity",
-        max_sentence_length=MAX_LINE_BYTES, num_threads=2, minloglevel=2)
+        max_sentence_length=MAX_LINE_BYTES, num_threads=2, minloglevel=2, required_chars=REQUIRED_CHARS)
     sp = spm.SentencePieceProcessor(model_proto=proto.getvalue())
     vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
     vocab[:3] = [(tok, 0.0) for tok in SPECIALS]

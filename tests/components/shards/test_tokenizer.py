@@ -31,3 +31,13 @@ def test_t5_layout_digits_and_round_trip():
     pieces = tok.convert_ids_to_tokens(ids)
     assert pieces[-1] == "</s>" and {"6", "5", "1", "2"} <= set(pieces)  # digits one by one
     assert tok.decode(ids, skip_special_tokens=True) == "order 6512 is late"
+
+
+def test_every_ascii_character_survives_text_that_never_had_it():
+    """A later round's logs keep the first round's tokenizer: "q", "$" or "/" absent from the first
+    round's chats must still round-trip, not come back as <unk> ("reuiring")."""
+    tok = train_unigram(["Customer: my order 123456 is late.\nAgent: sorry, checking it now."] * 40, 200)
+    text = "Quick: $58.95 & 20% off jq_x/y#1 <a@b.c> {~`|\\^*+=}"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.unk_token_id not in ids
+    assert tok.decode(ids) == text
