@@ -3,7 +3,9 @@ whole from its input.
 
 A transformers LogitsProcessor, applied at every generation step. Tokens are of three kinds:
 - a fact start: a word-initial piece that begins with a digit, or with a capital letter when the same
-  word in lower case is not in the vocabulary ("Quentin", "Family"; not "The", "Order"); a bare digit;
+  word in lower case is not in the vocabulary ("Quentin", "Family"; not "The", "Order"); a bare digit; a
+  glued piece that begins with a capital, when it follows no fact ("▁", "Z", "o", ...: a rare name spelled
+  from small pieces; "D", "M" of "DM" when the vocabulary has no "▁D");
 - a continuation: a piece glued to the one before (no word boundary), like the digits after "7" in
   "703458", the "." in "58.95", or "uentin" after "Q";
 - anything else (a new word, punctuation after a space, the end of the text).
@@ -45,6 +47,8 @@ def _kinds(tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         else:
             conts[i] = text[0].isalnum() or text[0] in ".,:/-"
             punct[i] = text[0] in ".,:/-"  # "58.95" continues with it; "order 703458." ends with it
+            # A rare name has no word piece: "▁", "Z", "o", ... Its glued capital starts it, as a digit does.
+            starts[i] = text[0].isupper()
     return starts, conts, punct
 
 
@@ -92,7 +96,8 @@ class FactCopyProcessor:
         return t < len(self.conts) and bool(self.conts[t])
 
     def _is_start_after(self, generated: list[int], k: int) -> bool:
-        """A digit right after a non-fact token starts a number ("▁", "7"), it does not continue a word."""
+        """A digit or capital right after a non-fact token starts a fact ("▁", "7"; "▁", "Z"), it does not
+        continue a word."""
         t = generated[k]
         return self._is_start(t) and self._is_cont(t) and (k == 0 or not (self._is_start(generated[k - 1])
                                                                          or self._is_cont(generated[k - 1])))

@@ -74,3 +74,14 @@ def test_a_random_model_writes_only_numbers_of_its_input(tok):
 
     assert foreign_numbers(free) > 0
     assert foreign_numbers(copied) == 0 and foreign_numbers(copied_beams) == 0
+
+
+def test_a_name_spelled_from_small_pieces_is_held_like_any_other(tok):
+    """A rare name has no word piece: "▁" then glued letters. Its first capital starts a fact as
+    "▁Quentin" does; before this, "▁" + "D" + "1..." wrote ids and names no dialogue had (D12111, DDM)."""
+    assert tok.convert_ids_to_tokens(tok("Zorblax", add_special_tokens=False)["input_ids"])[:3] == ["▁", "Z", "o"]
+    prefix = tok("Refund for", add_special_tokens=False)["input_ids"] + tok.convert_tokens_to_ids(["▁"])
+    assert "Z" not in allowed(tok, SOURCE, "", prefix) and "o" in allowed(tok, SOURCE, "", prefix)
+    named = SOURCE + " Zorblax says thanks."
+    assert "Z" in allowed(tok, named, "", prefix)
+    assert allowed(tok, named, "", prefix + tok.convert_tokens_to_ids(["Z"])) == {"o"}  # the rest of it, whole
