@@ -62,7 +62,7 @@ class FactCopyProcessor:
         self.special = set(tokenizer.all_special_ids)
         self.sources = sources
         # Where facts start in each input ("703458" starts at its 7, not at its 4), and which tokens do.
-        self.fact_starts = [{p for p in range(len(src)) if self._begins(src, p)} for src in sources]
+        self.fact_starts = [set(self._starts(src)) for src in sources]
         self.present = [torch.zeros(len(self.starts), dtype=torch.bool) for _ in sources]
         for mask, src, where in zip(self.present, sources, self.fact_starts):
             mask[torch.tensor([src[p] for p in where if src[p] < len(mask)], dtype=torch.long)] = True
@@ -75,32 +75,31 @@ class FactCopyProcessor:
             return True
         return bool(self.punct[src[q]]) and (q + 1 >= len(src) or not self._is_cont(src[q + 1]))
 
-    def _begins(self, src: list[int], p: int) -> bool:
-        """Does a fact start at p: a fact start token not glued to a number or word before it."""
-        return self._is_start(src[p]) and (p == 0 or not self._is_cont(src[p]) or
-                                           not (self._is_cont(src[p - 1]) or self._is_start(src[p - 1])))
+    def _in_fact(self, seq: list[int]) -> list[bool]:
+        """Per token: is it part of a fact? A fact start after no fact begins one; a glued piece continues
+        the fact before it. So a digit or capital glued to a plain word starts a fact ("rein" + "111",
+        "▁" + "Z"), and the digits after "7" in "703458" continue one."""
+        flags: list[bool] = []
+        for t in seq:
+            flags.append((bool(flags) and flags[-1] and self._is_cont(t)) or self._is_start(t))
+        return flags
+
+    def _starts(self, seq: list[int]) -> list[int]:
+        """Where facts begin in seq: in a fact, and not a glued continuation of the fact before."""
+        flags = self._in_fact(seq)
+        return [k for k, f in enumerate(flags) if f and not (k > 0 and flags[k - 1] and self._is_cont(seq[k]))]
 
     def _span(self, generated: list[int]) -> list[int]:
-        """The fact being written: the last fact start and the continuations after it, or []."""
-        j = len(generated)
-        while j > 0 and self._is_cont(generated[j - 1]) and not self._is_start_after(generated, j - 1):
-            j -= 1
-        if j > 0 and self._is_start(generated[j - 1]):
-            return generated[j - 1:]
-        return []
+        """The fact being written: from its start to the last token, or [] when the last token is in none."""
+        if not generated or not self._in_fact(generated)[-1]:
+            return []
+        return generated[self._starts(generated)[-1]:]
 
     def _is_start(self, t: int) -> bool:
         return t < len(self.starts) and bool(self.starts[t])
 
     def _is_cont(self, t: int) -> bool:
         return t < len(self.conts) and bool(self.conts[t])
-
-    def _is_start_after(self, generated: list[int], k: int) -> bool:
-        """A digit or capital right after a non-fact token starts a fact ("▁", "7"; "▁", "Z"), it does not
-        continue a word."""
-        t = generated[k]
-        return self._is_start(t) and self._is_cont(t) and (k == 0 or not (self._is_start(generated[k - 1])
-                                                                         or self._is_cont(generated[k - 1])))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         vocab = scores.shape[-1]

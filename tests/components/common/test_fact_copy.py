@@ -85,3 +85,13 @@ def test_a_name_spelled_from_small_pieces_is_held_like_any_other(tok):
     named = SOURCE + " Zorblax says thanks."
     assert "Z" in allowed(tok, named, "", prefix)
     assert allowed(tok, named, "", prefix + tok.convert_tokens_to_ids(["Z"])) == {"o"}  # the rest of it, whole
+
+
+def test_a_number_glued_to_a_word_is_still_a_number_of_the_input(tok):
+    """Digits glued to a plain word ("rein" + "111") start a number like any other: before this they
+    continued the word, and a retrained model wrote ids no dialogue had."""
+    prefix = tok("Refund for rein", add_special_tokens=False)["input_ids"]
+    assert tok.convert_ids_to_tokens(prefix)[-1][0] != "▁"  # the word ends in a glued piece
+    open_ = allowed(tok, SOURCE, "", prefix)
+    assert "7" in open_ and "1" not in open_  # 703458 is in the chat; no 1 anywhere
+    assert allowed(tok, SOURCE, "", prefix + tok.convert_tokens_to_ids(["7"])) == {"0"}  # and then whole
