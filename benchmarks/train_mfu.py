@@ -42,7 +42,7 @@ import torch  # noqa: E402
 from components.train import flops  # noqa: E402
 from components.train.batches import collate, seq2seq_loss  # noqa: E402
 from components.train.packing import fill_rows, pack_examples, packed_forward, to_device, token_loss  # noqa: E402
-from components.train.segment_attention import TILE  # noqa: E402
+from components.train.segment_attention import tile_length  # noqa: E402
 
 MAX_SRC, MAX_TGT, PAD = 512, 128, 0
 # google/flan-t5-* shapes (config.json of each): T5 v1.1 with gated GELU, untied head, 32128 ids
@@ -119,8 +119,8 @@ def computed_moments(batch, packed: bool, attention: str = "segments") -> flops.
     rows = flops.Moments.of(torch.full((b,), src_len), torch.full((b,), tgt_len))
     if not packed or attention == "dense":
         return rows
-    src, tgt = (torch.clamp(-(-n // TILE) * TILE, max=cap).double()
-                for n, cap in zip(flops.example_lengths(batch), (src_len, tgt_len)))
+    src, tgt = (torch.tensor([tile_length(int(n), cap) for n in lengths], dtype=torch.float64)
+                for lengths, cap in zip(flops.example_lengths(batch), (src_len, tgt_len)))
     return flops.Moments(rows.src, rows.tgt, float((src * src).sum()), float((tgt * tgt).sum()),
                          float((src * tgt).sum()))
 

@@ -84,16 +84,17 @@ class FactCopyProcessor:
             flags.append((bool(flags) and flags[-1] and self._is_cont(t)) or self._is_start(t))
         return flags
 
-    def _starts(self, seq: list[int]) -> list[int]:
+    def _starts(self, seq: list[int], flags: list[bool] | None = None) -> list[int]:
         """Where facts begin in seq: in a fact, and not a glued continuation of the fact before."""
-        flags = self._in_fact(seq)
+        flags = self._in_fact(seq) if flags is None else flags
         return [k for k, f in enumerate(flags) if f and not (k > 0 and flags[k - 1] and self._is_cont(seq[k]))]
 
     def _span(self, generated: list[int]) -> list[int]:
         """The fact being written: from its start to the last token, or [] when the last token is in none."""
-        if not generated or not self._in_fact(generated)[-1]:
+        flags = self._in_fact(generated)
+        if not flags or not flags[-1]:
             return []
-        return generated[self._starts(generated)[-1]:]
+        return generated[self._starts(generated, flags)[-1]:]
 
     def _is_start(self, t: int) -> bool:
         return t < len(self.starts) and bool(self.starts[t])

@@ -15,9 +15,7 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _score(scores: dict | float | None, key: str) -> str:
-    """A task's scores are {metric: value} per model; a source slice's are the primary metric's value."""
-    value = scores.get(key) if isinstance(scores, dict) else scores
+def _value(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
@@ -36,13 +34,13 @@ def version_description(decision: Decision, metrics: dict, pipeline_run: str) ->
     for task, t in metrics.get("tasks", {}).items():
         key, s = t["primary"], t.get("scores", {})
         d = (t.get("delta") or {}).get("champion")
-        lines.append(f"| {task} | {key} | {_score(s.get('candidate'), key)} | {_score(s.get('champion'), key)} | "
-                     f"{_score(s.get('base'), key)} | {_delta(d)} |")
+        # a task's scores are {metric: value} per model; a source slice's, the primary metric's value
+        row = [_value((s.get(role) or {}).get(key)) for role in ("candidate", "champion", "base")]
+        lines.append(f"| {task} | {key} | {' | '.join(row)} | {_delta(d)} |")
         for src, sl in (t.get("sources") or {}).items():
             ss = sl.get("scores", {})
-            lines.append(f"| {task} / {src} | {key} | {_score(ss.get('candidate'), key)} | "
-                         f"{_score(ss.get('champion'), key)} | {_score(ss.get('base'), key)} | "
-                         f"{_delta((sl.get('delta') or {}).get('champion'))} |")
+            row = [_value(ss.get(role)) for role in ("candidate", "champion", "base")]
+            lines.append(f"| {task} / {src} | {key} | {' | '.join(row)} | {_delta((sl.get('delta') or {}).get('champion'))} |")
     text = "\n".join(lines)
     return text if len(text) <= MAX_DESCRIPTION else text[:MAX_DESCRIPTION - 1] + "…"
 

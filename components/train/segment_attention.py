@@ -71,7 +71,8 @@ class Layout:
                       move(self.keep_all), move(self.dest))
 
 
-def _round(n: int, cap: int) -> int:
+def tile_length(n: int, cap: int) -> int:
+    """The tile a segment of n tokens is computed in: n rounded up to TILE, at most the row."""
     return min(-(-n // TILE) * TILE, cap)
 
 
@@ -80,7 +81,7 @@ def build_layout(segments: list[tuple[int, int, int, int, int]], q_len: int, k_l
     """segments: (row, query start, query length, key start, key length), one per example."""
     groups: dict[tuple[int, int], list] = {}
     for seg in segments:
-        groups.setdefault((_round(seg[2], q_len), _round(seg[4], k_len)), []).append(seg)
+        groups.setdefault((tile_length(seg[2], q_len), tile_length(seg[4], k_len)), []).append(seg)
     tiles = []
     for (lq, lk), segs in sorted(groups.items()):
         slots_q, slots_k = torch.arange(lq), torch.arange(lk)
